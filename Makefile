@@ -86,7 +86,7 @@ $(STAMP_MV): $(STAMP_PY)
 	$(VPY) -m pip install --quiet --disable-pip-version-check $(MATH_VERIFY_PIN)
 	touch $@
 
-build: setup ## build the release binary (target/release/rlvr-decomp, linked as bin/rlvr-decomp)
+build: setup ## build the release binary target/release/rlvr-decomp (wrapper: bin/rlvr-decomp)
 	$(CARGO) build --release $(CARGO_FLAGS)
 	@echo "built $(BIN) (wrapper: bin/rlvr-decomp)"
 

@@ -25,6 +25,12 @@ enum Cmd {
     Prompt(cli::data::PromptArgs),
     /// Unbiased pass@k (Chen et al. 2021) from per-problem counts or per-sample verdicts (JSONL).
     Passk(cli::passk::PasskArgs),
+    /// Logits of a Qwen2/Qwen3 model (HF layout) for given token ids, as JSON.
+    Logits(cli::model::LogitsArgs),
+    /// Generate with a Qwen2/Qwen3 model (tch, KV cache; greedy or seeded sampling).
+    Generate(cli::model::GenerateArgs),
+    /// Time one training step (forward + backward) of our tch model; see `make bench-model`.
+    BenchModel(cli::model::BenchModelArgs),
     /// Verify answers: extract the final answer (last \boxed{}) and check math equivalence with the gold.
     Verify(cli::verify::VerifyArgs),
     /// Show the native runtimes (libtorch, CUDA, ONNX Runtime) and where data is looked for.
@@ -35,6 +41,7 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let cli = Cli::parse();
@@ -43,6 +50,9 @@ fn main() {
         Cmd::Prompt(a) => cli::data::run_prompt(a),
         Cmd::Passk(a) => cli::passk::run(a),
         Cmd::Verify(a) => cli::verify::run(a),
+        Cmd::Logits(a) => cli::model::run_logits(a),
+        Cmd::Generate(a) => cli::model::run_generate(a),
+        Cmd::BenchModel(a) => cli::model::run_bench_model(a),
         Cmd::Env => {
             println!("{}", serde_json::to_string_pretty(&rlvr_decomp::runtime::describe()).unwrap_or_default());
             Ok(())

@@ -119,3 +119,18 @@ fn datasets_summary_json() {
     assert_eq!(v[0]["rows"], 30);
     assert!(v[0]["prompt_tokens"]["qwen3"]["max"].as_u64().unwrap() > 100);
 }
+
+#[test]
+fn env_reports_runtimes_and_a_missing_ort_says_how_to_fix() {
+    let out = bin().arg("env").output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["onnxruntime"]["ok"], true, "{v}");
+    assert!(v["libtorch"]["cuda_available"].is_boolean());
+
+    let out = bin().arg("env").env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so").output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["onnxruntime"]["ok"], false);
+    let msg = v["onnxruntime"]["error"].as_str().unwrap();
+    assert!(msg.contains("/nonexistent/libonnxruntime.so") && msg.contains("make setup"), "{msg}");
+}

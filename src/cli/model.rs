@@ -1,0 +1,245 @@
+//! CLI handlers for the model subcommands: `logits`, `generate`, `bench-model`.
+//! (Subcommand wiring lives in main.rs.)
+
+use anyhow::{bail, Context, Result};
+use rlvr_decomp::model::{self, DType, GenRequest, SamplingParams};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+fn parse_ids(s: &str) -> Result<Vec<i64>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<i64>().with_context(|| format!("bad token id {t:?} in --input-ids")))
+        .collect()
+}
+
+fn write_out(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))
+        }
+        None => {
+            let mut so = std::io::stdout().lock();
+            so.write_all(text.as_bytes())?;
+            so.write_all(b"\n")?;
+            Ok(())
+        }
+    }
+}
+
+fn load(dir: &Path, device: &str, dtype: &str) -> Result<model::LoadedModel> {
+    let dev = model::parse_device(device)?;
+    let dt: DType = dtype.parse()?;
+    Ok(model::load_model(dir, dev, dt)?)
+}
+
+/// `rlvr-decomp logits`: logits of one token sequence as JSON `{"shape": [...], "logits": [...]}`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogitsArgs {
+    /// HF model directory (config.json + safetensors).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Comma-separated token ids, e.g. 1,2,3.
+    #[arg(long)]
+    pub input_ids: String,
+    /// Emit logits for every position ([T, V]) instead of the last one ([V]).
+    #[arg(long)]
+    pub all_positions: bool,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// cpu | cuda | cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// f32 | bf16 | f16
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+pub fn run_logits(args: LogitsArgs) -> Result<()> {
+    let ids = parse_ids(&args.input_ids)?;
+    if ids.is_empty() {
+        bail!("--input-ids is empty");
+    }
+    let lm = load(&args.model, &args.device, &args.dtype)?;
+    let v = lm.cfg.vocab_size;
+    if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= v) {
+        bail!("token id {bad} out of range for vocab size {v}");
+    }
+    let t = ids.len() as i64;
+    let logits = tch::no_grad(|| -> Result<Tensor> {
+        let input = Tensor::from_slice(&ids).view([1, t]); // [1, T]
+        let l = lm.model.forward(&input, None, None)?; // [1, T, V]
+        Ok(l.squeeze_dim(0).to_kind(tch::Kind::Float).to_device(tch::Device::Cpu))
+        // [T, V]
+    })?;
+    let (shape, data): (Vec<i64>, Tensor) = if args.all_positions {
+        (vec![t, v], logits.reshape([-1]))
+    } else {
+        (vec![v], logits.get(t - 1)) // [V]
+    };
+    let flat = Vec::<f32>::try_from(&data.contiguous())?;
+    let json = serde_json::json!({ "shape": shape, "logits": flat });
+    write_out(args.out.as_deref(), &serde_json::to_string(&json)?)
+}
+
+/// `rlvr-decomp generate`: sample continuations.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GenerateArgs {
+    /// HF model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Prompt text (needs tokenizer.json in the model directory).
+    #[arg(long, conflicts_with = "input_ids", required_unless_present = "input_ids")]
+    pub prompt: Option<String>,
+    /// Comma-separated prompt token ids.
+    #[arg(long)]
+    pub input_ids: Option<String>,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f64,
+    /// 0 = disabled.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Number of samples for the prompt (rows of one batch; sample_idx 0..n).
+    #[arg(long, default_value_t = 1)]
+    pub n: usize,
+    /// Extra stop token ids (comma-separated); the config's eos ids are included unless --ignore-eos.
+    #[arg(long)]
+    pub stop_ids: Option<String>,
+    /// Do not stop on the config's eos ids (always generate --max-new-tokens).
+    #[arg(long)]
+    pub ignore_eos: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Output file for JSON (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run_generate(args: GenerateArgs) -> Result<()> {
+    let tokenizer = if args.prompt.is_some() {
+        let p = args.model.join("tokenizer.json");
+        if !p.is_file() {
+            bail!("--prompt needs {} (or pass --input-ids)", p.display());
+        }
+        Some(tokenizers::Tokenizer::from_file(&p).map_err(|e| anyhow::anyhow!("loading {}: {e}", p.display()))?)
+    } else {
+        None
+    };
+    let prompt: Vec<i64> = match (&args.prompt, &args.input_ids, &tokenizer) {
+        (Some(text), _, Some(tok)) => tok
+            .encode(text.as_str(), false)
+            .map_err(|e| anyhow::anyhow!("tokenizing prompt: {e}"))?
+            .get_ids()
+            .iter()
+            .map(|&i| i as i64)
+            .collect(),
+        (None, Some(ids), _) => parse_ids(ids)?,
+        _ => bail!("give --prompt or --input-ids"),
+    };
+    if prompt.is_empty() {
+        bail!("empty prompt");
+    }
+    let lm = load(&args.model, &args.device, &args.dtype)?;
+    let mut stop_ids = if args.ignore_eos { vec![] } else { lm.cfg.eos_token_ids.clone() };
+    if let Some(s) = &args.stop_ids {
+        stop_ids.extend(parse_ids(s)?);
+    }
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        max_new_tokens: args.max_new_tokens,
+        stop_ids,
+    };
+    let reqs: Vec<GenRequest> = (0..args.n.max(1))
+        .map(|i| GenRequest { prompt: prompt.clone(), problem_id: 0, sample_idx: i as u64 })
+        .collect();
+    let pad = lm.cfg.pad_token_id.or(lm.cfg.eos_token_ids.first().copied()).unwrap_or(0);
+    let gens = model::generate(&lm.model, &reqs, &params, args.seed, pad)?;
+    let samples: Vec<serde_json::Value> = gens
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let text = tokenizer.as_ref().and_then(|t| {
+                let ids: Vec<u32> = g.tokens.iter().map(|&x| x as u32).collect();
+                t.decode(&ids, false).ok()
+            });
+            serde_json::json!({"sample_idx": i, "tokens": g.tokens, "stopped": g.stopped, "text": text})
+        })
+        .collect();
+    let json = serde_json::json!({"prompt_ids": prompt, "seed": args.seed, "samples": samples});
+    write_out(args.out.as_deref(), &serde_json::to_string(&json)?)
+}
+
+/// `rlvr-decomp bench-model`: forward+backward step time of our model (see `scripts/bench_model.py`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchModelArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long, default_value_t = 8)]
+    pub batch: i64,
+    #[arg(long, default_value_t = 256)]
+    pub seq: i64,
+    #[arg(long, default_value_t = 10)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Intra-op threads (0 = libtorch default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: i32,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Output JSON file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub fn run_bench_model(args: BenchModelArgs) -> Result<()> {
+    let dev = model::parse_device(&args.device)?;
+    let dt: DType = args.dtype.parse()?;
+    if args.seq < 2 || args.batch < 1 || args.iters == 0 {
+        bail!("need --seq >= 2, --batch >= 1, --iters >= 1");
+    }
+    let r = model::bench::bench_train_step_on(
+        &args.model,
+        args.batch,
+        args.seq,
+        args.iters,
+        args.warmup,
+        args.threads,
+        dev,
+        dt,
+    )?;
+    let json = serde_json::json!({
+        "impl": "tch",
+        "model": args.model,
+        "batch": args.batch,
+        "seq": args.seq,
+        "iters": args.iters,
+        "threads": tch::get_num_threads(),
+        "device": args.device,
+        "dtype": dt.to_string(),
+        "seconds_per_step": r.seconds_per_step,
+        "step_seconds": r.step_seconds,
+        "tokens_per_second": r.tokens_per_second,
+        "final_loss": r.final_loss,
+    });
+    write_out(args.out.as_deref(), &serde_json::to_string_pretty(&json)?)
+}

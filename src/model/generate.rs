@@ -1,0 +1,112 @@
+//! Batched autoregressive generation with a KV cache.
+//!
+//! Rows are independent requests (a prompt + (problem_id, sample_idx) for seeding);
+//! many samples of one prompt are simply several rows. Prompts are left-padded to a common
+//! length; the attention mask drives positions and masking, so each row behaves as if it
+//! were alone. A row is finished once it emits a stop id (kept in its output) or reaches
+//! `max_new_tokens`; finished rows keep being fed `pad_id` until all rows finish.
+
+use super::kv_cache::KvCache;
+use super::qwen::Qwen;
+use super::sampler::{row_rng, Sampler, SamplingParams};
+use super::{ModelError, Result};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct GenRequest {
+    pub prompt: Vec<i64>,
+    pub problem_id: u64,
+    pub sample_idx: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// Generated tokens only (prompt excluded), including the stop token if one was emitted.
+    pub tokens: Vec<i64>,
+    /// True if generation ended on a stop id (false: hit max_new_tokens).
+    pub stopped: bool,
+}
+
+/// Left-pads `rows` to a common length → (ids [B, L], mask [B, L]) on `device`.
+pub fn left_pad(rows: &[Vec<i64>], pad_id: i64, device: Device) -> (Tensor, Tensor) {
+    let l = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut ids = Vec::with_capacity(rows.len() * l);
+    let mut mask = Vec::with_capacity(rows.len() * l);
+    for r in rows {
+        ids.extend(std::iter::repeat_n(pad_id, l - r.len()).chain(r.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, l - r.len()).chain(std::iter::repeat_n(1, r.len())));
+    }
+    let shape = [rows.len() as i64, l as i64];
+    (
+        Tensor::from_slice(&ids).view(shape).to_device(device),  // [B, L]
+        Tensor::from_slice(&mask).view(shape).to_device(device), // [B, L]
+    )
+}
+
+/// Generates for every request in one batch. `base_seed` + (problem_id, sample_idx) seed
+/// each row's RNG (see [`super::sampler`]).
+pub fn generate(
+    model: &Qwen,
+    reqs: &[GenRequest],
+    params: &SamplingParams,
+    base_seed: u64,
+    pad_id: i64,
+) -> Result<Vec<Generation>> {
+    params.validate().map_err(ModelError::BadInput)?;
+    if reqs.is_empty() {
+        return Ok(vec![]);
+    }
+    if let Some(i) = reqs.iter().position(|r| r.prompt.is_empty()) {
+        return Err(ModelError::BadInput(format!("request {i} has an empty prompt")));
+    }
+    let vocab = model.cfg.vocab_size;
+    for r in reqs {
+        if let Some(&bad) = r.prompt.iter().find(|&&t| t < 0 || t >= vocab) {
+            return Err(ModelError::BadInput(format!("token id {bad} out of range for vocab {vocab}")));
+        }
+    }
+    let dev = model.device();
+    let b = reqs.len();
+    let sampler = Sampler::new(params.clone());
+    let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
+    let mut out: Vec<Generation> = vec![Generation { tokens: vec![], stopped: false }; b];
+    if params.max_new_tokens == 0 {
+        return Ok(out);
+    }
+
+    tch::no_grad(|| -> Result<Vec<Generation>> {
+        let prompts: Vec<Vec<i64>> = reqs.iter().map(|r| r.prompt.clone()).collect();
+        let (ids, mut mask) = left_pad(&prompts, pad_id, dev); // [B, L], [B, L]
+        let l = ids.size()[1];
+        let mut cache = KvCache::new(&model.cfg, b as i64, l + params.max_new_tokens as i64, model.kind(), dev);
+        let hidden = model.forward_hidden(&ids, Some(&mask), Some(&mut cache))?; // [B, L, C]
+        let mut logits = model.lm_head(&hidden.narrow(1, l - 1, 1)).squeeze_dim(1); // [B, V]
+        let mut done = vec![false; b];
+        for step in 0..params.max_new_tokens {
+            let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
+            let flat = Vec::<f32>::try_from(host.view([-1]))?;
+            let v = vocab as usize;
+            let mut next = vec![pad_id; b];
+            for i in 0..b {
+                if done[i] {
+                    continue;
+                }
+                let tok = sampler.sample(&flat[i * v..(i + 1) * v], &mut rngs[i]) as i64;
+                next[i] = tok;
+                out[i].tokens.push(tok);
+                if params.stop_ids.contains(&tok) {
+                    done[i] = true;
+                    out[i].stopped = true;
+                }
+            }
+            if step + 1 == params.max_new_tokens || done.iter().all(|&d| d) {
+                break;
+            }
+            let step_ids = Tensor::from_slice(&next).view([b as i64, 1]).to_device(dev); // [B, 1]
+            mask = Tensor::cat(&[&mask, &Tensor::ones([b as i64, 1], (Kind::Int64, dev))], 1); // [B, P+1]
+            logits = model.forward(&step_ids, Some(&mask), Some(&mut cache))?.squeeze_dim(1);
+            // [B, V]
+        }
+        Ok(out)
+    })
+}
