@@ -103,7 +103,7 @@ reproduce: build ## run the embedded mini-scale reproduction (CPU) into results/
 fixtures: setup ## regenerate golden/fixtures/ (tiny random Qwen2/Qwen3 models + transformers reference outputs)
 	$(VPY) scripts/make_fixtures.py --out golden/fixtures
 
-bench: bench-verify bench-model ## run all benchmarks into results/bench/
+bench: bench-verify bench-model bench-sample ## run all benchmarks into results/bench/
 
 bench-verify: build $(STAMP_MV) ## verifier throughput: ours vs math-verify, same cases
 	mkdir -p results/bench
@@ -112,6 +112,10 @@ bench-verify: build $(STAMP_MV) ## verifier throughput: ours vs math-verify, sam
 bench-model: build ## tch train step vs PyTorch eager, same model/threads/dtype
 	mkdir -p results/bench
 	$(VPY) scripts/bench_model.py --bin $(BIN) --out results/bench/model.json
+
+bench-sample: build ## sampler tokens/s: ORT vs tch vs transformers generate, batch 1/16/64/256
+	mkdir -p results/bench
+	$(VPY) scripts/bench_sample.py --bin $(BIN) --out results/bench/sample.json
 
 fmt: ## format the Rust code
 	$(CARGO) fmt

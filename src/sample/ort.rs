@@ -1,0 +1,313 @@
+//! ONNX Runtime session over an export directory, and batched KV-cache generation with the
+//! same seeding and sampling as the tch path (`crate::model::sampler`), so both backends draw
+//! identical tokens from identical logits.
+//!
+//! The `present.*` outputs of one step are fed back as the `past_key_values.*` inputs of the
+//! next without leaving ONNX Runtime's memory (no host copies of the cache).
+
+use super::{Result, SampleError};
+use crate::export::{read_manifest, ExportDType, ExportManifest, ONNX_FILE};
+use crate::model::generate::{GenRequest, Generation};
+use crate::model::sampler::{row_rng, Sampler, SamplingParams};
+use ort::environment::Environment;
+use ort::memory::Allocator;
+use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::value::{DynTensor, DynValue, Tensor, TensorElementType};
+use std::path::{Path, PathBuf};
+
+fn ort_err(e: impl std::fmt::Display) -> SampleError {
+    SampleError::Ort(e.to_string().lines().next().unwrap_or("").to_string())
+}
+
+/// The process-wide ONNX Runtime environment (see [`crate::runtime::ort_environment`]).
+pub fn ort_environment() -> Result<(Environment, PathBuf)> {
+    crate::runtime::ort_environment().map_err(|e| SampleError::Runtime(e.to_string()))
+}
+
+/// Where the session runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrtDevice {
+    Cpu,
+    /// CUDA execution provider on this device id; registration failure is an error (never a
+    /// silent CPU fallback).
+    Cuda(i32),
+}
+
+impl std::str::FromStr for OrtDevice {
+    type Err = SampleError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(OrtDevice::Cpu),
+            "cuda" | "gpu" => Ok(OrtDevice::Cuda(0)),
+            o => {
+                o.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(OrtDevice::Cuda).ok_or_else(|| {
+                    SampleError::BadInput(format!("unknown device {s:?} (expected cpu, cuda or cuda:N)"))
+                })
+            }
+        }
+    }
+}
+
+/// Session options.
+#[derive(Debug, Clone)]
+pub struct OrtOptions {
+    pub device: OrtDevice,
+    /// Intra-op threads (0 = ONNX Runtime's default: one per physical core).
+    pub threads: usize,
+}
+
+impl Default for OrtOptions {
+    fn default() -> Self {
+        OrtOptions { device: OrtDevice::Cpu, threads: 0 }
+    }
+}
+
+/// The KV cache of a batch: `present.*` values of the last call ([B, K, P, D] each, 2 per layer).
+pub struct OrtKv {
+    values: Vec<DynValue>,
+    /// P
+    pub len: usize,
+    pub batch: usize,
+}
+
+/// A loaded export.
+pub struct OrtModel {
+    session: Session,
+    pub manifest: ExportManifest,
+    pub dir: PathBuf,
+    /// Execution provider actually used ("CPUExecutionProvider" / "CUDAExecutionProvider").
+    pub execution_provider: String,
+    kv_type: TensorElementType,
+    output_names: Vec<String>,
+}
+
+impl OrtModel {
+    pub fn load(dir: &Path, opts: &OrtOptions) -> Result<OrtModel> {
+        let manifest = read_manifest(dir)?;
+        let (env, _) = ort_environment()?;
+        let mut b = Session::builder(&env)
+            .map_err(ort_err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(ort_err)?;
+        if opts.threads > 0 {
+            b = b.with_intra_threads(opts.threads).map_err(ort_err)?;
+        }
+        let ep_name = match opts.device {
+            OrtDevice::Cpu => "CPUExecutionProvider",
+            #[cfg(feature = "cuda")]
+            OrtDevice::Cuda(id) => {
+                let ep = ort::ep::CUDA::default().with_device_id(id).build().error_on_failure();
+                b = b.with_execution_providers([ep]).map_err(|e| {
+                    SampleError::Ort(format!(
+                        "cannot register the CUDA execution provider (device {id}): {} (is ORT_DYLIB_PATH pointing at onnxruntime-gpu's libonnxruntime.so, with its CUDA/cuDNN libraries loadable?)",
+                        e.to_string().lines().next().unwrap_or("")
+                    ))
+                })?;
+                "CUDAExecutionProvider"
+            }
+            #[cfg(not(feature = "cuda"))]
+            OrtDevice::Cuda(_) => {
+                return Err(SampleError::Ort(
+                    "--device cuda needs a build with `--features cuda` (CUDA execution provider) and onnxruntime-gpu"
+                        .into(),
+                ))
+            }
+        };
+        let path = dir.join(ONNX_FILE);
+        let session = b.commit_from_file(&path).map_err(|e| SampleError::Ort(format!("{}: {e}", path.display())))?;
+        let output_names = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let kv_type = match manifest.dtype {
+            ExportDType::F32 => TensorElementType::Float32,
+            ExportDType::F16 => TensorElementType::Float16,
+        };
+        tracing::debug!("ONNX session on {ep_name}: {}", path.display());
+        Ok(OrtModel {
+            session,
+            manifest,
+            dir: dir.to_path_buf(),
+            execution_provider: ep_name.into(),
+            kv_type,
+            output_names,
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.manifest.vocab_size
+    }
+
+    /// An empty cache (P = 0) for `batch` rows.
+    pub fn empty_kv(&self, batch: usize) -> Result<OrtKv> {
+        let m = &self.manifest;
+        let alloc = Allocator::default();
+        let mut values = Vec::with_capacity(2 * m.num_layers);
+        for _ in 0..2 * m.num_layers {
+            let t = DynTensor::new(&alloc, self.kv_type, [batch, m.num_kv_heads, 0, m.head_dim]).map_err(ort_err)?;
+            values.push(t.into_dyn());
+        }
+        Ok(OrtKv { values, len: 0, batch })
+    }
+
+    /// One forward call. `input_ids`, `position_ids`: [B, S] row-major; `attention_mask`:
+    /// [B, P+S]; `kv`: the cache for P tokens. Returns (logits shape [B, S', V], logits, new cache)
+    /// where S' = S if `logits_to_keep` is 0, else `logits_to_keep`.
+    pub fn forward(
+        &mut self,
+        input_ids: &[i64],
+        attention_mask: &[i64],
+        position_ids: &[i64],
+        kv: OrtKv,
+        logits_to_keep: usize,
+    ) -> Result<(Vec<usize>, Vec<f32>, OrtKv)> {
+        let b = kv.batch;
+        if b == 0 || input_ids.len() % b != 0 {
+            return Err(SampleError::BadInput(format!(
+                "input_ids length {} is not a multiple of batch {b}",
+                input_ids.len()
+            )));
+        }
+        let s = input_ids.len() / b;
+        let t = kv.len + s;
+        if attention_mask.len() != b * t || position_ids.len() != b * s {
+            return Err(SampleError::BadInput(format!(
+                "attention_mask must be [B, P+S] = [{b}, {t}] and position_ids [B, S] = [{b}, {s}]"
+            )));
+        }
+        let nl = self.manifest.num_layers;
+        let mut inputs: Vec<(String, DynValue)> = Vec::with_capacity(4 + 2 * nl);
+        let t_ids = Tensor::from_array(([b, s], input_ids.to_vec())).map_err(ort_err)?;
+        let t_mask = Tensor::from_array(([b, t], attention_mask.to_vec())).map_err(ort_err)?;
+        let t_pos = Tensor::from_array(([b, s], position_ids.to_vec())).map_err(ort_err)?;
+        let t_keep = Tensor::from_array(((), vec![logits_to_keep as i64])).map_err(ort_err)?;
+        inputs.push(("input_ids".into(), t_ids.into_dyn()));
+        inputs.push(("attention_mask".into(), t_mask.into_dyn()));
+        inputs.push(("position_ids".into(), t_pos.into_dyn()));
+        inputs.push(("logits_to_keep".into(), t_keep.into_dyn()));
+        for (j, v) in kv.values.into_iter().enumerate() {
+            let kind = if j % 2 == 0 { "key" } else { "value" };
+            inputs.push((format!("past_key_values.{}.{kind}", j / 2), v));
+        }
+        let mut out = self.session.run(inputs).map_err(ort_err)?;
+        let (shape, logits) = {
+            let l = out.get("logits").ok_or_else(|| SampleError::Ort("no logits output".into()))?;
+            let (shape, data) = l.try_extract_tensor::<f32>().map_err(ort_err)?;
+            (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), data.to_vec())
+        };
+        let mut values = Vec::with_capacity(2 * nl);
+        for i in 0..nl {
+            for kind in ["key", "value"] {
+                let name = format!("present.{i}.{kind}");
+                values.push(out.remove(&name).ok_or_else(|| SampleError::Ort(format!("no output {name}")))?);
+            }
+        }
+        let _ = &self.output_names;
+        Ok((shape, logits, OrtKv { values, len: t, batch: b }))
+    }
+
+    /// Logits of one sequence without a cache: [T, V] (`all_positions`) or [V].
+    pub fn logits(&mut self, input_ids: &[i64], all_positions: bool) -> Result<(Vec<usize>, Vec<f32>)> {
+        if input_ids.is_empty() {
+            return Err(SampleError::BadInput("input_ids is empty".into()));
+        }
+        let v = self.vocab_size() as i64;
+        if let Some(bad) = input_ids.iter().find(|&&t| t < 0 || t >= v) {
+            return Err(SampleError::BadInput(format!("token id {bad} out of range for vocab size {v}")));
+        }
+        let t = input_ids.len();
+        let mask = vec![1i64; t];
+        let pos: Vec<i64> = (0..t as i64).collect();
+        let kv = self.empty_kv(1)?;
+        let (shape, logits, _) = self.forward(input_ids, &mask, &pos, kv, if all_positions { 0 } else { 1 })?;
+        if all_positions {
+            Ok((vec![shape[1], shape[2]], logits))
+        } else {
+            Ok((vec![shape[2]], logits))
+        }
+    }
+
+    /// Batched generation; same contract as `crate::model::generate` (left padding, the
+    /// mask drives positions, one RNG per row seeded by (base_seed, problem_id, sample_idx),
+    /// finished rows are fed `pad_id` until every row is done).
+    pub fn generate(
+        &mut self,
+        reqs: &[GenRequest],
+        params: &SamplingParams,
+        base_seed: u64,
+        pad_id: i64,
+    ) -> Result<Vec<Generation>> {
+        params.validate().map_err(SampleError::BadInput)?;
+        if reqs.is_empty() {
+            return Ok(vec![]);
+        }
+        if let Some(i) = reqs.iter().position(|r| r.prompt.is_empty()) {
+            return Err(SampleError::BadInput(format!("request {i} has an empty prompt")));
+        }
+        let vocab = self.vocab_size();
+        for r in reqs {
+            if let Some(&bad) = r.prompt.iter().find(|&&t| t < 0 || t as usize >= vocab) {
+                return Err(SampleError::BadInput(format!("token id {bad} out of range for vocab {vocab}")));
+            }
+        }
+        let b = reqs.len();
+        let sampler = Sampler::new(params.clone());
+        let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
+        let mut out = vec![Generation { tokens: vec![], stopped: false }; b];
+        if params.max_new_tokens == 0 {
+            return Ok(out);
+        }
+        // Left padding; positions = cumsum(mask) - 1, padding positions set to 1 (as the tch model).
+        let l = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(b * l);
+        let mut pos = Vec::with_capacity(b * l);
+        // mask rows, one Vec per row (grows by one per step)
+        let mut mask: Vec<Vec<i64>> = Vec::with_capacity(b);
+        let mut real: Vec<i64> = Vec::with_capacity(b);
+        for r in reqs {
+            let pad = l - r.prompt.len();
+            ids.extend(std::iter::repeat(pad_id).take(pad).chain(r.prompt.iter().copied()));
+            pos.extend(std::iter::repeat(1).take(pad).chain(0..r.prompt.len() as i64));
+            mask.push(std::iter::repeat(0).take(pad).chain(std::iter::repeat(1).take(r.prompt.len())).collect());
+            real.push(r.prompt.len() as i64);
+        }
+        let kv = self.empty_kv(b)?;
+        let flat_mask: Vec<i64> = mask.concat();
+        let (_, mut logits, mut kv) = self.forward(&ids, &flat_mask, &pos, kv, 1)?; // [B, 1, V]
+        let mut done = vec![false; b];
+        for step in 0..params.max_new_tokens {
+            let mut next = vec![pad_id; b];
+            for i in 0..b {
+                if done[i] {
+                    continue;
+                }
+                let tok = sampler.sample(&logits[i * vocab..(i + 1) * vocab], &mut rngs[i]) as i64;
+                next[i] = tok;
+                out[i].tokens.push(tok);
+                if params.stop_ids.contains(&tok) {
+                    done[i] = true;
+                    out[i].stopped = true;
+                }
+            }
+            if step + 1 == params.max_new_tokens || done.iter().all(|&d| d) {
+                break;
+            }
+            let mut flat_mask = Vec::with_capacity(b * (kv.len + 1));
+            let mut step_pos = Vec::with_capacity(b);
+            for i in 0..b {
+                mask[i].push(1);
+                flat_mask.extend_from_slice(&mask[i]);
+                step_pos.push(real[i]);
+                real[i] += 1;
+            }
+            let (_, l2, kv2) = self.forward(&next, &flat_mask, &step_pos, kv, 1)?;
+            logits = l2;
+            kv = kv2;
+        }
+        Ok(out)
+    }
+}
+
+/// Logits of `input_ids` from the export in `onnx_dir` on the CPU: shape [T, V] when
+/// `all_positions`, else [V] (the last position), flattened row-major.
+pub fn onnx_logits(onnx_dir: &Path, input_ids: &[i64], all_positions: bool) -> Result<(Vec<usize>, Vec<f32>)> {
+    let mut m = OrtModel::load(onnx_dir, &OrtOptions::default())?;
+    m.logits(input_ids, all_positions)
+}
