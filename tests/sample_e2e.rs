@@ -4,7 +4,8 @@
 //! pipeline. Also checks that the tch backend draws the same samples.
 
 use polars::prelude::*;
-use rlvr_decomp::model::{self, Config, SaveOptions};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -17,20 +18,7 @@ fn random_hf_model(dir: &Path) {
         "max_position_embeddings": 4096, "hidden_act": "silu",
         "bos_token_id": 151643, "eos_token_id": 151643, "torch_dtype": "float32"
     });
-    let cfg = Config::from_json_str(&cfg_json.to_string(), Path::new("config.json")).unwrap();
-    tch::manual_seed(1);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _m = model::Qwen::new(&cfg, vs.root());
-    tch::no_grad(|| {
-        for (name, mut v) in vs.variables() {
-            if name.ends_with("norm.weight") {
-                let _ = v.fill_(1.0);
-            } else {
-                v.copy_(&(tch::Tensor::randn(v.size(), (tch::Kind::Float, tch::Device::Cpu)) * 0.5));
-            }
-        }
-    });
-    model::save_checkpoint(&vs, &cfg, dir, &SaveOptions::default()).unwrap();
+    common::save_random_hf_model(dir, &cfg_json, 1);
 }
 
 fn bin() -> Command {

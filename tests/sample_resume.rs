@@ -2,7 +2,8 @@
 //! rerun until it finishes, it ends with exactly the records of an uninterrupted run
 //! (same set, byte for byte, after sorting); rerunning with other settings is refused.
 
-use rlvr_decomp::model::{self, Config, SaveOptions};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -18,21 +19,8 @@ fn random_model_export(root: &Path) -> PathBuf {
         "max_position_embeddings": 4096, "hidden_act": "silu",
         "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "float32"
     });
-    let cfg = Config::from_json_str(&cfg_json.to_string(), Path::new("config.json")).unwrap();
-    tch::manual_seed(0);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _m = model::Qwen::new(&cfg, vs.root());
-    tch::no_grad(|| {
-        for (name, mut v) in vs.variables() {
-            if name.ends_with("norm.weight") {
-                let _ = v.fill_(1.0);
-            } else {
-                v.copy_(&(tch::Tensor::randn(v.size(), (tch::Kind::Float, tch::Device::Cpu)) * 0.5));
-            }
-        }
-    });
     let hf = root.join("hf");
-    model::save_checkpoint(&vs, &cfg, &hf, &SaveOptions::default()).unwrap();
+    common::save_random_hf_model(&hf, &cfg_json, 0);
     let onnx = root.join("onnx");
     rlvr_decomp::export::export(&hf, &onnx, &Default::default()).unwrap();
     onnx

@@ -10,6 +10,7 @@ use super::kv_cache::KvCache;
 use super::qwen::Qwen;
 use super::sampler::{row_rng, Sampler, SamplingParams};
 use super::{ModelError, Result};
+use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone)]
@@ -85,20 +86,7 @@ pub fn generate(
         for step in 0..params.max_new_tokens {
             let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
             let flat = Vec::<f32>::try_from(host.view([-1]))?;
-            let v = vocab as usize;
-            let mut next = vec![pad_id; b];
-            for i in 0..b {
-                if done[i] {
-                    continue;
-                }
-                let tok = sampler.sample(&flat[i * v..(i + 1) * v], &mut rngs[i]) as i64;
-                next[i] = tok;
-                out[i].tokens.push(tok);
-                if params.stop_ids.contains(&tok) {
-                    done[i] = true;
-                    out[i].stopped = true;
-                }
-            }
+            let next = sample_step(&sampler, &flat, vocab as usize, params, pad_id, &mut rngs, &mut done, &mut out);
             if step + 1 == params.max_new_tokens || done.iter().all(|&d| d) {
                 break;
             }
@@ -109,4 +97,35 @@ pub fn generate(
         }
         Ok(out)
     })
+}
+
+/// One decoding step shared by every backend (tch here, ONNX Runtime in `crate::sample::ort`):
+/// draws the next token of each unfinished row from its `[V]` slice of `logits` (`[B, V]`,
+/// row-major) with the row's own RNG, appends it, and marks rows that hit a stop id. Finished
+/// rows get `pad_id`. Returns the `[B]` next tokens.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_step(
+    sampler: &Sampler,
+    logits: &[f32],
+    vocab: usize,
+    params: &SamplingParams,
+    pad_id: i64,
+    rngs: &mut [ChaCha8Rng],
+    done: &mut [bool],
+    out: &mut [Generation],
+) -> Vec<i64> {
+    let mut next = vec![pad_id; out.len()];
+    for i in 0..out.len() {
+        if done[i] {
+            continue;
+        }
+        let tok = sampler.sample(&logits[i * vocab..(i + 1) * vocab], &mut rngs[i]) as i64;
+        next[i] = tok;
+        out[i].tokens.push(tok);
+        if params.stop_ids.contains(&tok) {
+            done[i] = true;
+            out[i].stopped = true;
+        }
+    }
+    next
 }

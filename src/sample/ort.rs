@@ -7,7 +7,7 @@
 
 use super::{Result, SampleError};
 use crate::export::{read_manifest, ExportDType, ExportManifest, ONNX_FILE};
-use crate::model::generate::{GenRequest, Generation};
+use crate::model::generate::{sample_step, GenRequest, Generation};
 use crate::model::sampler::{row_rng, Sampler, SamplingParams};
 use ort::environment::Environment;
 use ort::memory::Allocator;
@@ -273,19 +273,7 @@ impl OrtModel {
         let (_, mut logits, mut kv) = self.forward(&ids, &flat_mask, &pos, kv, 1)?; // [B, 1, V]
         let mut done = vec![false; b];
         for step in 0..params.max_new_tokens {
-            let mut next = vec![pad_id; b];
-            for i in 0..b {
-                if done[i] {
-                    continue;
-                }
-                let tok = sampler.sample(&logits[i * vocab..(i + 1) * vocab], &mut rngs[i]) as i64;
-                next[i] = tok;
-                out[i].tokens.push(tok);
-                if params.stop_ids.contains(&tok) {
-                    done[i] = true;
-                    out[i].stopped = true;
-                }
-            }
+            let next = sample_step(&sampler, &logits, vocab, params, pad_id, &mut rngs, &mut done, &mut out);
             if step + 1 == params.max_new_tokens || done.iter().all(|&d| d) {
                 break;
             }
