@@ -83,10 +83,23 @@ pub fn generate(
         let hidden = model.forward_hidden(&ids, Some(&mask), Some(&mut cache))?; // [B, L, C]
         let mut logits = model.lm_head(&hidden.narrow(1, l - 1, 1)).squeeze_dim(1); // [B, V]
         let mut done = vec![false; b];
+        // With top-k sampling only the k best logits per row leave the device ([B, k] instead of
+        // [B, V]: 20 values instead of 151,936 for the Qwen3 preset); greedy uses all of them.
+        let top_k = (params.top_k > 0 && (params.top_k as i64) < vocab && !params.is_greedy()).then_some(params.top_k);
         for step in 0..params.max_new_tokens {
-            let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
-            let flat = Vec::<f32>::try_from(host.view([-1]))?;
-            let next = sample_step(&sampler, &flat, vocab as usize, params, pad_id, &mut rngs, &mut done, &mut out);
+            let next = if let Some(k) = top_k {
+                let (vals, idx) = logits.to_kind(Kind::Float).topk(k as i64, -1, true, true); // [B, k] each
+                let vals = Vec::<f32>::try_from(vals.to_device(Device::Cpu).contiguous().view([-1]))?;
+                let idx = Vec::<i64>::try_from(idx.to_device(Device::Cpu).contiguous().view([-1]))?;
+                let draw = |i: usize, rng: &mut ChaCha8Rng| {
+                    sampler.sample_top_k(&idx[i * k..(i + 1) * k], &vals[i * k..(i + 1) * k], rng) as i64
+                };
+                step_rows(draw, params, pad_id, &mut rngs, &mut done, &mut out)
+            } else {
+                let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
+                let flat = Vec::<f32>::try_from(host.view([-1]))?;
+                sample_step(&sampler, &flat, vocab as usize, params, pad_id, &mut rngs, &mut done, &mut out)
+            };
             if step + 1 == params.max_new_tokens || done.iter().all(|&d| d) {
                 break;
             }
@@ -114,12 +127,25 @@ pub fn sample_step(
     done: &mut [bool],
     out: &mut [Generation],
 ) -> Vec<i64> {
+    let draw = |i: usize, rng: &mut ChaCha8Rng| sampler.sample(&logits[i * vocab..(i + 1) * vocab], rng) as i64;
+    step_rows(draw, params, pad_id, rngs, done, out)
+}
+
+/// [`sample_step`] with the per-row draw given as `draw(row, rng)`.
+pub fn step_rows(
+    draw: impl Fn(usize, &mut ChaCha8Rng) -> i64,
+    params: &SamplingParams,
+    pad_id: i64,
+    rngs: &mut [ChaCha8Rng],
+    done: &mut [bool],
+    out: &mut [Generation],
+) -> Vec<i64> {
     let mut next = vec![pad_id; out.len()];
     for i in 0..out.len() {
         if done[i] {
             continue;
         }
-        let tok = sampler.sample(&logits[i * vocab..(i + 1) * vocab], &mut rngs[i]) as i64;
+        let tok = draw(i, &mut rngs[i]);
         next[i] = tok;
         out[i].tokens.push(tok);
         if params.stop_ids.contains(&tok) {

@@ -100,10 +100,7 @@ impl Sampler {
             cands = (0..v).map(|i| (i, scaled(i))).collect();
             cands.select_nth_unstable_by(k - 1, desc);
             cands.truncate(k);
-            cands.sort_by(desc);
-            for c in cands.iter_mut() {
-                c.1 = (c.1 - max).exp();
-            }
+            return self.draw_top_k(cands, rng);
         } else if top_p < 1.0 {
             // Full support but only the head matters: grow a sorted prefix until it holds
             // top_p of the total mass (avoids sorting all V entries in the common case).
@@ -131,6 +128,31 @@ impl Sampler {
         }
         let total: f64 = cands.iter().map(|c| c.1).sum();
         if top_p < 1.0 {
+            return self.draw_nucleus(&cands, total, rng);
+        }
+        draw(&cands, total, rng)
+    }
+
+    /// Draws from the `k` largest logits of a row, given as (token ids, logits) in any order —
+    /// e.g. from an on-device `topk`, so that only `[B, k]` values leave the GPU. Gives the same
+    /// token as [`Sampler::sample`] on the full row (same candidates, same order, same single
+    /// draw), except when logits tie at the k-th place. Needs `top_k > 0` and a temperature > 0.
+    pub fn sample_top_k(&self, ids: &[i64], logits: &[f32], rng: &mut impl Rng) -> usize {
+        assert!(!ids.is_empty() && ids.len() == logits.len(), "bad top-k candidates");
+        let inv_t = 1.0 / self.params.temperature;
+        let cands = ids.iter().zip(logits).map(|(&i, &z)| (i as usize, z as f64 * inv_t)).collect();
+        self.draw_top_k(cands, rng)
+    }
+
+    /// `cands`: (token, logit / T) of the top-k tokens, any order.
+    fn draw_top_k(&self, mut cands: Vec<(usize, f64)>, rng: &mut impl Rng) -> usize {
+        cands.sort_by(desc);
+        let max = cands[0].1;
+        for c in cands.iter_mut() {
+            c.1 = (c.1 - max).exp();
+        }
+        let total: f64 = cands.iter().map(|c| c.1).sum();
+        if self.params.top_p < 1.0 {
             return self.draw_nucleus(&cands, total, rng);
         }
         draw(&cands, total, rng)
@@ -280,4 +302,24 @@ mod tests {
     const PINNED_T1: [usize; 12] = [34, 45, 6, 18, 30, 49, 41, 26, 22, 34, 9, 18];
     const PINNED_T07_P09: [usize; 12] = [10, 6, 45, 14, 26, 2, 33, 37, 14, 10, 45, 14];
     const PINNED_T13_K5: [usize; 12] = [22, 14, 18, 45, 41, 14, 22, 41, 45, 22, 18, 45];
+
+    #[test]
+    fn top_k_candidates_draw_like_the_full_row() {
+        // The on-device path hands over only the k best (id, logit) pairs, in any order.
+        let l = logits();
+        for (k, top_p) in [(1, 1.0), (5, 1.0), (20, 0.8), (49, 0.95)] {
+            let p = SamplingParams { temperature: 0.7, top_p, top_k: k, ..Default::default() };
+            let s = Sampler::new(p);
+            let mut order: Vec<usize> = (0..l.len()).collect();
+            order.sort_by(|&a, &b| l[b].partial_cmp(&l[a]).unwrap());
+            let mut top: Vec<usize> = order[..k].to_vec();
+            top.reverse(); // any order must do
+            let ids: Vec<i64> = top.iter().map(|&i| i as i64).collect();
+            let vals: Vec<f32> = top.iter().map(|&i| l[i]).collect();
+            for sample_idx in 0..200 {
+                let (mut r1, mut r2) = (row_rng(3, 9, sample_idx), row_rng(3, 9, sample_idx));
+                assert_eq!(s.sample(&l, &mut r1), s.sample_top_k(&ids, &vals, &mut r2), "k={k} i={sample_idx}");
+            }
+        }
+    }
 }
