@@ -179,7 +179,11 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         .map(|i| GenRequest { prompt: prompt.clone(), problem_id: 0, sample_idx: i as u64 })
         .collect();
     let pad = lm.cfg.pad_token_id.or(lm.cfg.eos_token_ids.first().copied()).unwrap_or(0);
+    let t0 = std::time::Instant::now();
     let gens = model::generate(&lm.model, &reqs, &params, args.seed, pad)?;
+    // generate() ends with host copies of the sampled tokens, so the device has finished here.
+    let seconds = t0.elapsed().as_secs_f64();
+    let new_tokens: usize = gens.iter().map(|g| g.tokens.len()).sum();
     let samples: Vec<serde_json::Value> = gens
         .iter()
         .enumerate()
@@ -191,7 +195,16 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
             serde_json::json!({"sample_idx": i, "tokens": g.tokens, "stopped": g.stopped, "text": text})
         })
         .collect();
-    let json = serde_json::json!({"prompt_ids": prompt, "seed": args.seed, "samples": samples});
+    let timing = serde_json::json!({
+        "seconds": seconds, "new_tokens": new_tokens, "tokens_per_second": new_tokens as f64 / seconds,
+        "batch": reqs.len(), "device": args.device, "dtype": args.dtype,
+    });
+    eprintln!(
+        "generated {new_tokens} tokens in {seconds:.2} s ({:.1} tok/s, batch {})",
+        new_tokens as f64 / seconds,
+        reqs.len()
+    );
+    let json = serde_json::json!({"prompt_ids": prompt, "seed": args.seed, "timing": timing, "samples": samples});
     write_out(args.out.as_deref(), &serde_json::to_string(&json)?)
 }
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# GPU check for the sampler (issue 5): our tch CUDA sampler vs transformers' generate on a random
+# model with the real Qwen3-4B shape, bf16, batch 256, prompt 128 tokens, 256 new tokens, the
+# paper's Qwen3 sampling settings (T 0.7, top-p 0.8, top-k 20), EOS ignored on both sides.
+#
+#   scripts/gpu_check_sample.sh BIN [OUT_DIR]      # BIN: release build with --features cuda
+#   env: PYTHON (python3)  BATCH (256)  PROMPT (128)  NEW (256)  WORK (/tmp/rlvr-qwen3-4b-random)
+# Writes OUT_DIR/gpu_sample_check.json. Needs Python torch + transformers on the machine.
+set -euo pipefail
+BIN=$(realpath "$1"); OUT=${2:-$PWD/gpu-out}; mkdir -p "$OUT"
+PY=${PYTHON:-python3}; BATCH=${BATCH:-256}; PROMPT=${PROMPT:-128}; NEW=${NEW:-256}
+WORK=${WORK:-/tmp/rlvr-qwen3-4b-random}
+export LD_LIBRARY_PATH="$($PY -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib:${LD_LIBRARY_PATH:-}"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+
+if [ ! -f "$WORK/config.json" ]; then
+  timeout 240 "$PY" - "$WORK" <<'PYEOF'
+import sys, time, torch
+from transformers import AutoModelForCausalLM, Qwen3Config
+t0 = time.time()
+cfg = Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
+                  num_attention_heads=32, num_key_value_heads=8, head_dim=128, rope_theta=1000000.0,
+                  max_position_embeddings=40960, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                  attention_bias=False, bos_token_id=151643, eos_token_id=151645)
+torch.manual_seed(0)
+with torch.device("cuda"):
+    m = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+m.save_pretrained(sys.argv[1], max_shard_size="4GB")
+print(f"created {sum(p.numel() for p in m.parameters())/1e9:.2f}B params in {time.time()-t0:.0f}s")
+PYEOF
+fi
+IDS=$($PY -c "import random; random.seed(0); print(','.join(str(random.randrange(1000, 150000)) for _ in range($PROMPT)))")
+
+echo "== ours: tch CUDA sampler (bf16, KV cache, on-device top-k)"
+timeout 300 "$BIN" generate --model "$WORK" --input-ids "$IDS" --n "$BATCH" --max-new-tokens "$NEW" \
+  --temperature 0.7 --top-p 0.8 --top-k 20 --ignore-eos --device cuda --dtype bf16 --out "$OUT/ours.json"
+
+echo "== transformers generate (bf16, sampling on)"
+timeout 300 "$PY" - "$WORK" "$IDS" "$BATCH" "$NEW" "$OUT/hf.json" <<'PYEOF'
+import json, sys, time, torch
+from transformers import AutoModelForCausalLM
+work, ids, batch, new, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+m = AutoModelForCausalLM.from_pretrained(work, dtype=torch.bfloat16).cuda().eval()
+x = torch.tensor([[int(t) for t in ids.split(",")]] * batch, device="cuda")
+kw = dict(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=new, min_new_tokens=new,
+          pad_token_id=151643)
+m.generate(x[:8], **{**kw, "max_new_tokens": 8, "min_new_tokens": 8})  # warm-up
+torch.cuda.synchronize(); t0 = time.time()
+y = m.generate(x, **kw)
+torch.cuda.synchronize(); s = time.time() - t0
+n = (y.shape[1] - x.shape[1]) * batch
+json.dump({"seconds": s, "new_tokens": n, "tokens_per_second": n / s, "batch": batch}, open(out, "w"))
+print(f"transformers: {n} tokens in {s:.1f} s ({n/s:.0f} tok/s)")
+PYEOF
+
+"$PY" - "$OUT" <<'PYEOF'
+import json, sys
+out = sys.argv[1]
+ours = json.load(open(f"{out}/ours.json"))["timing"]; hf = json.load(open(f"{out}/hf.json"))
+r = {"shape": "Qwen3-4B (random weights), bf16", "ours_tch_cuda": ours, "transformers_generate": hf,
+     "ratio_ours_over_transformers": ours["tokens_per_second"] / hf["tokens_per_second"]}
+json.dump(r, open(f"{out}/gpu_sample_check.json", "w"), indent=1)
+print(json.dumps(r, indent=1))
+PYEOF
