@@ -95,11 +95,11 @@ impl Sampler {
         let max = scaled(argmax(logits));
 
         // Candidates as (index, unnormalised prob = exp(z - max)).
-        let mut cands: Vec<(usize, f64)>;
+        let cands: Vec<(usize, f64)>;
         if k > 0 && k < v {
-            cands = (0..v).map(|i| (i, scaled(i))).collect();
-            cands.select_nth_unstable_by(k - 1, desc);
-            cands.truncate(k);
+            // One pass, no [V]-sized allocation: the same k tokens as sorting all V by `desc`
+            // (T > 0 scales monotonically, and distinct f32 logits stay distinct in f64).
+            cands = top_k_of(logits, k).into_iter().map(|i| (i, scaled(i))).collect();
             return self.draw_top_k(cands, rng);
         } else if top_p < 1.0 {
             // Full support but only the head matters: grow a sorted prefix until it holds
@@ -173,6 +173,29 @@ impl Sampler {
         }
         draw(&cands[..n], acc, rng)
     }
+}
+
+/// Indices of the `k` largest values (ties: lower index first; NaN never selected before a
+/// number), in no particular order. O(V) with a k-sized buffer; `0 < k < x.len()`.
+fn top_k_of(x: &[f32], k: usize) -> Vec<usize> {
+    // "a beats b": larger value, or equal value and lower index (NaN counts as smallest).
+    let beats = |a: usize, b: usize| match x[a].partial_cmp(&x[b]) {
+        Some(Ordering::Greater) => true,
+        Some(Ordering::Less) => false,
+        Some(Ordering::Equal) => a < b,
+        None => x[b].is_nan() && !x[a].is_nan() || (x[a].is_nan() == x[b].is_nan() && a < b),
+    };
+    let mut best: Vec<usize> = (0..k).collect();
+    // Position of the weakest kept entry; recomputed only when it is replaced.
+    let weakest = |best: &[usize]| (0..best.len()).fold(0, |w, j| if beats(best[w], best[j]) { j } else { w });
+    let mut w = weakest(&best);
+    for i in k..x.len() {
+        if beats(i, best[w]) {
+            best[w] = i;
+            w = weakest(&best);
+        }
+    }
+    best
 }
 
 /// Inverse-CDF draw over `cands` in their given order.
@@ -320,6 +343,23 @@ mod tests {
                 let (mut r1, mut r2) = (row_rng(3, 9, sample_idx), row_rng(3, 9, sample_idx));
                 assert_eq!(s.sample(&l, &mut r1), s.sample_top_k(&ids, &vals, &mut r2), "k={k} i={sample_idx}");
             }
+        }
+    }
+
+    #[test]
+    fn top_k_of_matches_a_full_sort() {
+        let mut x: Vec<f32> = (0..500).map(|i| ((i * 7919 % 1000) as f32 / 37.0).sin()).collect();
+        x[17] = x[3]; // a tie
+        x[250] = f32::NAN;
+        for k in [1, 2, 20, 499] {
+            let mut got = top_k_of(&x, k);
+            got.sort_unstable();
+            let mut all: Vec<(usize, f64)> =
+                (0..x.len()).map(|i| (i, if x[i].is_nan() { f64::NEG_INFINITY } else { x[i] as f64 })).collect();
+            all.sort_by(desc);
+            let mut want: Vec<usize> = all[..k].iter().map(|c| c.0).collect();
+            want.sort_unstable();
+            assert_eq!(got, want, "k={k}");
         }
     }
 }
