@@ -99,20 +99,7 @@ fi
 # ---------------------------------------------------------------- 2. Qwen3-4B-shaped bench
 echo "== 2. Qwen3-4B-shaped random model: train step, ours vs PyTorch eager"
 if [ ! -f "$WORK/config.json" ]; then
-  timeout 180 "$PY" - "$WORK" <<'PYEOF' || { echo "error: creating the 4B model failed" >&2; exit 1; }
-import sys, time, torch
-from transformers import AutoModelForCausalLM, Qwen3Config
-t0 = time.time()
-cfg = Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
-                  num_attention_heads=32, num_key_value_heads=8, head_dim=128, rope_theta=1000000.0,
-                  max_position_embeddings=40960, rms_norm_eps=1e-6, tie_word_embeddings=True,
-                  attention_bias=False, bos_token_id=151643, eos_token_id=151645)
-torch.manual_seed(0)
-with torch.device("cuda"):
-    m = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-m.save_pretrained(sys.argv[1], max_shard_size="4GB")
-print(f"created {sum(p.numel() for p in m.parameters())/1e9:.2f}B params in {time.time()-t0:.0f}s")
-PYEOF
+  timeout 180 "$PY" "$(dirname "$0")/make_qwen3_4b_random.py" "$WORK" || { echo "error: creating the 4B model failed" >&2; exit 1; }
 fi
 
 peak_smi() {  # run "$@" while sampling nvidia-smi; prints peak MiB to fd 3

@@ -7,27 +7,14 @@
 #   env: PYTHON (python3)  BATCH (256)  PROMPT (128)  NEW (256)  WORK (/tmp/rlvr-qwen3-4b-random)
 # Writes OUT_DIR/gpu_sample_check.json. Needs Python torch + transformers on the machine.
 set -euo pipefail
-BIN=$(realpath "$1"); OUT=${2:-$PWD/gpu-out}; mkdir -p "$OUT"
+HERE=$(cd "$(dirname "$0")" && pwd); BIN=$(realpath "$1"); OUT=${2:-$PWD/gpu-out}; mkdir -p "$OUT"
 PY=${PYTHON:-python3}; BATCH=${BATCH:-256}; PROMPT=${PROMPT:-128}; NEW=${NEW:-256}
 WORK=${WORK:-/tmp/rlvr-qwen3-4b-random}
 export LD_LIBRARY_PATH="$($PY -c 'import torch,os;print(os.path.dirname(torch.__file__))')/lib:${LD_LIBRARY_PATH:-}"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
 if [ ! -f "$WORK/config.json" ]; then
-  timeout 240 "$PY" - "$WORK" <<'PYEOF'
-import sys, time, torch
-from transformers import AutoModelForCausalLM, Qwen3Config
-t0 = time.time()
-cfg = Qwen3Config(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
-                  num_attention_heads=32, num_key_value_heads=8, head_dim=128, rope_theta=1000000.0,
-                  max_position_embeddings=40960, rms_norm_eps=1e-6, tie_word_embeddings=True,
-                  attention_bias=False, bos_token_id=151643, eos_token_id=151645)
-torch.manual_seed(0)
-with torch.device("cuda"):
-    m = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-m.save_pretrained(sys.argv[1], max_shard_size="4GB")
-print(f"created {sum(p.numel() for p in m.parameters())/1e9:.2f}B params in {time.time()-t0:.0f}s")
-PYEOF
+  timeout 240 "$PY" "$HERE/make_qwen3_4b_random.py" "$WORK"
 fi
 IDS=$($PY -c "import random; random.seed(0); print(','.join(str(random.randrange(1000, 150000)) for _ in range($PROMPT)))")
 
