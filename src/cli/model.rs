@@ -130,8 +130,10 @@ pub struct GenerateArgs {
     /// Do not stop on the config's eos ids (always generate --max-new-tokens).
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Device: cpu | cuda | cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Weight and compute dtype: f32 | bf16 | f16 (f16 needs CUDA).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Output file for JSON (default: stdout).
@@ -224,8 +226,10 @@ pub struct BenchModelArgs {
     /// Intra-op threads (0 = libtorch default).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
+    /// Device: cpu | cuda | cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Weight and compute dtype: f32 | bf16 | f16 (f16 needs CUDA).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
     /// Output JSON file (default: stdout).
