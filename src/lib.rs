@@ -7,6 +7,7 @@
 //! [`runtime`] loads the native libraries (libtorch, ONNX Runtime).
 
 pub mod data;
+pub mod durable;
 pub mod eval;
 pub mod export;
 pub mod model;

@@ -50,20 +50,11 @@ pub fn write_json_atomic(path: &std::path::Path, value: &impl serde::Serialize) 
     write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Write bytes atomically: a temp file in the same folder, fsync, rename.
+/// Write bytes durably and atomically (temp file, fsync, rename; see `rlvr_decomp::durable`),
+/// with a trailing newline.
 pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension(format!(
-        "{}.tmp{}",
-        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
-        std::process::id()
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let mut buf = Vec::with_capacity(bytes.len() + 1);
+    buf.extend_from_slice(bytes);
+    buf.push(b'\n');
+    rlvr_decomp::durable::write(path, &buf)
 }

@@ -39,6 +39,17 @@ fn load(dir: &Path, device: &str, dtype: &str) -> Result<model::LoadedModel> {
 }
 
 /// `rlvr-decomp logits`: logits of one token sequence as JSON `{"shape": [...], "logits": [...]}`.
+/// Where and in which precision a model runs (shared by logits, generate, bench-model).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// Device: cpu | cuda | cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Weight and compute dtype: f32 | bf16 | f16 (f16 needs CUDA).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct LogitsArgs {
     /// HF model directory (config.json + safetensors): logits from our tch model.
@@ -56,12 +67,8 @@ pub struct LogitsArgs {
     /// Output file (default: stdout).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// cpu | cuda | cuda:N
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// f32 | bf16 | f16
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub dev: DeviceArgs,
 }
 
 pub fn run_logits(args: LogitsArgs) -> Result<()> {
@@ -75,7 +82,7 @@ pub fn run_logits(args: LogitsArgs) -> Result<()> {
         return write_out(args.out.as_deref(), &serde_json::to_string(&json)?);
     }
     let Some(model) = &args.model else { bail!("either --model DIR or --onnx DIR is required") };
-    let lm = load(model, &args.device, &args.dtype)?;
+    let lm = load(model, &args.dev.device, &args.dev.dtype)?;
     let v = lm.cfg.vocab_size;
     if let Some(bad) = ids.iter().find(|&&t| t < 0 || t >= v) {
         bail!("token id {bad} out of range for vocab size {v}");
@@ -130,12 +137,8 @@ pub struct GenerateArgs {
     /// Do not stop on the config's eos ids (always generate --max-new-tokens).
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Device: cpu | cuda | cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Weight and compute dtype: f32 | bf16 | f16 (f16 needs CUDA).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub dev: DeviceArgs,
     /// Output file for JSON (default: stdout).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -165,7 +168,7 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("empty prompt");
     }
-    let lm = load(&args.model, &args.device, &args.dtype)?;
+    let lm = load(&args.model, &args.dev.device, &args.dev.dtype)?;
     let mut stop_ids = if args.ignore_eos { vec![] } else { lm.cfg.eos_token_ids.clone() };
     if let Some(s) = &args.stop_ids {
         stop_ids.extend(parse_ids(s)?);
@@ -199,7 +202,7 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         .collect();
     let timing = serde_json::json!({
         "seconds": seconds, "new_tokens": new_tokens, "tokens_per_second": new_tokens as f64 / seconds,
-        "batch": reqs.len(), "device": args.device, "dtype": args.dtype,
+        "batch": reqs.len(), "device": args.dev.device, "dtype": args.dev.dtype,
     });
     eprintln!(
         "generated {new_tokens} tokens in {seconds:.2} s ({:.1} tok/s, batch {})",
@@ -226,20 +229,16 @@ pub struct BenchModelArgs {
     /// Intra-op threads (0 = libtorch default).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
-    /// Device: cpu | cuda | cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Weight and compute dtype: f32 | bf16 | f16 (f16 needs CUDA).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub dev: DeviceArgs,
     /// Output JSON file (default: stdout).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
 pub fn run_bench_model(args: BenchModelArgs) -> Result<()> {
-    let dev = model::parse_device(&args.device)?;
-    let dt: DType = args.dtype.parse()?;
+    let dev = model::parse_device(&args.dev.device)?;
+    let dt: DType = args.dev.dtype.parse()?;
     if args.seq < 2 || args.batch < 1 || args.iters == 0 {
         bail!("need --seq >= 2, --batch >= 1, --iters >= 1");
     }
@@ -260,7 +259,7 @@ pub fn run_bench_model(args: BenchModelArgs) -> Result<()> {
         "seq": args.seq,
         "iters": args.iters,
         "threads": tch::get_num_threads(),
-        "device": args.device,
+        "device": args.dev.device,
         "dtype": dt.to_string(),
         "seconds_per_step": r.seconds_per_step,
         "step_seconds": r.step_seconds,

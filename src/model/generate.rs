@@ -79,8 +79,11 @@ pub fn generate(
         let prompts: Vec<Vec<i64>> = reqs.iter().map(|r| r.prompt.clone()).collect();
         let (ids, mut mask) = left_pad(&prompts, pad_id, dev); // [B, L], [B, L]
         let l = ids.size()[1];
+        // Without padding the mask is all ones and the model's no-mask path gives the same
+        // positions and attention; skipping it saves a cumsum and a host sync every step.
+        let padded = prompts.iter().any(|p| p.len() as i64 != l);
         let mut cache = KvCache::new(&model.cfg, b as i64, l + params.max_new_tokens as i64, model.kind(), dev);
-        let hidden = model.forward_hidden(&ids, Some(&mask), Some(&mut cache))?; // [B, L, C]
+        let hidden = model.forward_hidden(&ids, padded.then_some(&mask), Some(&mut cache))?; // [B, L, C]
         let mut logits = model.lm_head(&hidden.narrow(1, l - 1, 1)).squeeze_dim(1); // [B, V]
         let mut done = vec![false; b];
         // With top-k sampling only the k best logits per row leave the device ([B, k] instead of
@@ -104,8 +107,11 @@ pub fn generate(
                 break;
             }
             let step_ids = Tensor::from_slice(&next).view([b as i64, 1]).to_device(dev); // [B, 1]
-            mask = Tensor::cat(&[&mask, &Tensor::ones([b as i64, 1], (Kind::Int64, dev))], 1); // [B, P+1]
-            logits = model.forward(&step_ids, Some(&mask), Some(&mut cache))?.squeeze_dim(1);
+            if padded {
+                mask = Tensor::cat(&[&mask, &Tensor::ones([b as i64, 1], (Kind::Int64, dev))], 1);
+                // [B, P+1]
+            }
+            logits = model.forward(&step_ids, padded.then_some(&mask), Some(&mut cache))?.squeeze_dim(1);
             // [B, V]
         }
         Ok(out)

@@ -10,8 +10,6 @@ use super::{io_err, Result, SampleError};
 use crate::prompt::Template;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const SETTINGS_FILE: &str = "settings.json";
@@ -73,22 +71,9 @@ fn chunk_name(c: usize) -> String {
     format!("{CHUNK_PREFIX}{c:06}{CHUNK_SUFFIX}")
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
-}
-
-/// Writes `bytes` to `path` durably: temp file in the same directory, fsync, rename, fsync dir.
+/// Writes `bytes` to `path` durably (see [`crate::durable::write`]).
 pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    {
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-    }
-    std::fs::rename(&tmp, path).map_err(io_err(path))?;
-    fsync_dir(dir)
+    crate::durable::write(path, bytes).map_err(io_err(path))
 }
 
 fn diff(a: &SampleSettings, b: &SampleSettings) -> String {
