@@ -5,13 +5,19 @@
 //! [`data`] + [`prompt`] → [`model`] (tch) → train → [`export`] (ONNX) → [`sample`] (ORT) → [`eval`]
 //! (verify + pass@k) → report → golden check. [`paths`] says where installed resources live and
 //! [`runtime`] loads the native libraries (libtorch, ONNX Runtime).
+//!
+//! Shared by every stage that writes: [`durable`] (crash-safe files and folders), [`rundir`]
+//! (the run-folder contract: lock, settings, checked manifest) and [`fingerprint`] (content
+//! identity of checkpoints and exports).
 
 pub mod data;
 pub mod durable;
 pub mod eval;
 pub mod export;
+pub mod fingerprint;
 pub mod model;
 pub mod paths;
 pub mod prompt;
+pub mod rundir;
 pub mod runtime;
 pub mod sample;

@@ -68,8 +68,21 @@ fn main() {
         }
     };
     if let Err(e) = res {
-        // One line: the chain of contexts, outermost first.
-        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        eprintln!("error: {}", one_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, outermost first; a cause already quoted by the message
+/// before it (thiserror messages that include their source) is not repeated.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = vec![];
+    for cause in e.chain() {
+        let m = cause.to_string().replace('\n', " ");
+        if parts.last().is_some_and(|p| p.contains(&m)) {
+            continue;
+        }
+        parts.push(m);
+    }
+    parts.join(": ")
 }

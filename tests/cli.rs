@@ -134,3 +134,45 @@ fn env_reports_runtimes_and_a_missing_ort_says_how_to_fix() {
     let msg = v["onnxruntime"]["error"].as_str().unwrap();
     assert!(msg.contains("/nonexistent/libonnxruntime.so") && msg.contains("make setup"), "{msg}");
 }
+
+fn fixture(arch: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("golden/fixtures/tiny-{arch}"))
+}
+
+/// Exit status 1 with one error line (never a panic's 101 or an abort's 134).
+fn clean_error(args: &[&str]) -> String {
+    let out = bin().args(args).output().expect("spawn rlvr-decomp");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: expected exit 1, got {:?}: {err}", out.status);
+    one_error_line(&err)
+}
+
+#[test]
+fn impossible_sizes_and_bad_flags_are_errors_not_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(fixture("qwen2")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), tmp.path().join(e.file_name())).unwrap();
+    }
+    let cfg_path = tmp.path().join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["vocab_size"] = 1_000_000_000_000i64.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let big = tmp.path().to_str().unwrap();
+    let line = clean_error(&["logits", "--model", big, "--input-ids", "1,2"]);
+    assert!(line.contains("the model needs") && line.contains("available"), "{line}");
+
+    let m = fixture("qwen2");
+    let m = m.to_str().unwrap();
+    let line = clean_error(&["generate", "--model", m, "--input-ids", "1,2", "--max-new-tokens", "100000000000"]);
+    assert!(line.contains("generating 100000000000 new tokens") && line.contains("KV cache"), "{line}");
+    let line = clean_error(&["generate", "--model", m, "--input-ids", "1,2", "--n", "100000000"]);
+    assert!(line.contains("for 100000000 rows"), "{line}");
+    let line = clean_error(&["generate", "--model", m, "--input-ids", "1,2", "--temperature", "-1"]);
+    assert!(line.contains("temperature must be finite and >= 0"), "{line}");
+    let line = clean_error(&["generate", "--model", m, "--input-ids", "1,2", "--n", "0"]);
+    assert!(line.contains("--n must be positive"), "{line}");
+    // An OS error is printed once, not once per layer of context.
+    let line = clean_error(&["logits", "--model", "/nonexistent-model-dir", "--input-ids", "1"]);
+    assert_eq!(line.matches("os error 2").count(), 1, "{line}");
+}

@@ -165,3 +165,56 @@ fn bad_input_ids_shape() {
     let e = lm.model.forward(&x, None, None).unwrap_err();
     assert!(matches!(e, ModelError::BadInput(_)), "{e:?}");
 }
+
+#[test]
+fn non_finite_weights_are_refused_naming_the_tensor() {
+    let tmp = copy_fixture("qwen2");
+    let lm = model::load_model(tmp.path(), Device::Cpu, DType::F32).unwrap();
+    tch::no_grad(|| {
+        let w = lm.vs.variables()["model.layers.1.self_attn.k_proj.weight"].shallow_clone();
+        let _ = w.get(0).get(3).fill_(f64::NAN);
+    });
+    let bad = tmp.path().join("nan");
+    lm.save(&bad, &Default::default()).unwrap();
+    let e = load_err(&bad);
+    assert!(
+        matches!(&e, ModelError::NonFiniteWeights { name, .. } if name == "model.layers.1.self_attn.k_proj.weight"),
+        "{e:?}"
+    );
+    let e = rlvr_decomp::export::export(&bad, &tmp.path().join("onnx"), &Default::default()).unwrap_err().to_string();
+    assert!(e.contains("model.layers.1.self_attn.k_proj.weight") && e.contains("non-finite"), "{e}");
+}
+
+#[test]
+fn sizes_are_checked_before_allocating() {
+    // A vocabulary of 10^12 would need terabytes: refused before the var store is built.
+    let tmp = copy_fixture("qwen2");
+    edit_config(tmp.path(), |v| v["vocab_size"] = 1_000_000_000_000i64.into());
+    let e = load_err(tmp.path());
+    assert!(matches!(e, ModelError::OutOfMemory { .. }), "{e:?}");
+    assert!(e.to_string().contains("parameters (f32)"), "{e}");
+
+    let lm = model::load_model(&fixture_dir("qwen2"), Device::Cpu, DType::F32).unwrap();
+    let req = |n: usize| {
+        (0..n)
+            .map(|i| model::GenRequest { prompt: vec![1, 2, 3], problem_id: 0, sample_idx: i as u64 })
+            .collect::<Vec<_>>()
+    };
+    let params = |max_new_tokens| model::SamplingParams { max_new_tokens, ..Default::default() };
+    let e = model::generate(&lm.model, &req(1), &params(100_000_000_000), 0, 0).unwrap_err();
+    assert!(matches!(e, ModelError::OutOfMemory { .. }) && e.to_string().contains("KV cache"), "{e}");
+    let e = model::generate(&lm.model, &req(100_000_000), &params(8), 0, 0).unwrap_err();
+    assert!(matches!(e, ModelError::OutOfMemory { .. }), "{e}");
+    let neg = model::SamplingParams { temperature: -1.0, ..params(4) };
+    let e = model::generate(&lm.model, &req(1), &neg, 0, 0).unwrap_err();
+    assert!(e.to_string().contains("temperature must be finite and >= 0"), "{e}");
+}
+
+#[test]
+fn non_finite_logits_are_found_in_unfinished_rows_only() {
+    use rlvr_decomp::model::generate::non_finite_row;
+    let logits = [0.0, 1.0, f32::NEG_INFINITY, 2.0, f32::NAN, 0.0, 1.0, f32::INFINITY, 0.0];
+    assert_eq!(non_finite_row(&logits, 3, &[false, false, false]), Some(1));
+    assert_eq!(non_finite_row(&logits, 3, &[false, true, false]), Some(2));
+    assert_eq!(non_finite_row(&logits, 3, &[false, true, true]), None);
+}

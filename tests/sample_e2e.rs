@@ -94,6 +94,7 @@ fn export_sample_eval_on_math500() {
         assert!((1..=16).contains(&n));
         let fr = r["finish_reason"].as_str().unwrap();
         assert!(fr == "stop" || (fr == "length" && n == 16));
+        assert_eq!(r["token_ids"].as_array().unwrap().len() as u64, n);
         assert!(r["text"].is_string() && r["gold"].is_string() && r["correct"].is_boolean());
     }
     let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&bench).unwrap()).unwrap();

@@ -112,13 +112,14 @@ fn kill9_resume_equals_uninterrupted_run() {
 
 #[test]
 fn store_commits_atomically_and_cleans_temp_files() {
+    use rlvr_decomp::eval::verify::{Mode, Tolerance};
     use rlvr_decomp::prompt::Template;
-    use rlvr_decomp::sample::{SampleRecord, SampleSettings, SampleStore};
+    use rlvr_decomp::sample::{BackendKind, FinishReason, SampleRecord, SampleSettings, SampleStore, VerifierSettings};
     let tmp = tempfile::tempdir().unwrap();
     let settings = SampleSettings {
-        dataset: "math500".into(),
+        dataset: rlvr_decomp::data::Dataset::Math500,
         num_problems: 1,
-        problems_sha256: "x".into(),
+        selection_sha256: "x".into(),
         k: 2,
         batch: 2,
         temperature: 1.0,
@@ -127,12 +128,14 @@ fn store_commits_atomically_and_cleans_temp_files() {
         max_new_tokens: 4,
         seed: 0,
         template: Template::Qwen3,
+        tokenizer_sha256: "t".into(),
         stop_ids: vec![],
         pad_id: 0,
-        backend: "ort".into(),
+        backend: BackendKind::Ort,
         model: "m".into(),
+        verifier: VerifierSettings { mode: Mode::Lenient, tolerance: Tolerance::MathVerify },
     };
-    let s = SampleStore::open_or_create(tmp.path(), settings.clone()).unwrap();
+    let mut s = SampleStore::open_or_create(tmp.path(), settings.clone()).unwrap();
     std::fs::write(tmp.path().join(".chunk-000001.jsonl.999.tmp"), "partial").unwrap();
     let rec = SampleRecord {
         problem_id: "p".into(),
@@ -142,14 +145,18 @@ fn store_commits_atomically_and_cleans_temp_files() {
         correct: false,
         gold: "1".into(),
         num_tokens: 1,
-        finish_reason: "length".into(),
+        finish_reason: FinishReason::Length,
+        token_ids: vec![7],
     };
-    s.commit_chunk(0, &[rec.clone()]).unwrap();
+    s.commit_chunk(0, std::slice::from_ref(&rec)).unwrap();
+    drop(s);
     let s = SampleStore::open_or_create(tmp.path(), settings.clone()).unwrap();
     assert!(!tmp.path().join(".chunk-000001.jsonl.999.tmp").exists());
-    assert_eq!(s.committed_chunks().unwrap().into_iter().collect::<Vec<_>>(), vec![0]);
-    assert_eq!(s.read_all().unwrap(), vec![rec]);
+    assert_eq!(s.committed_chunks().into_iter().collect::<Vec<_>>(), vec![0]);
+    drop(s);
+    let (stored, records) = SampleStore::read_verified(tmp.path()).unwrap();
+    assert_eq!((stored, records), (settings.clone(), vec![rec]));
     let other = SampleSettings { seed: 1, ..settings };
     let e = SampleStore::open_or_create(tmp.path(), other).err().unwrap().to_string();
-    assert!(e.contains("seed"), "{e}");
+    assert!(e.contains("seed: stored 0, requested 1"), "{e}");
 }

@@ -54,7 +54,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let summary: serde_json::Value = evals
         .iter()
-        .map(|e| (e.dataset.clone(), serde_json::json!({"pass_at_k": e.report.pass_at_k, "n_problems": e.report.n_problems, "complete": e.complete})))
+        .map(|e| (e.dataset.name().to_string(), serde_json::json!({"pass_at_k": e.report.pass_at_k, "n_problems": e.report.n_problems, "complete": e.complete})))
         .collect::<serde_json::Map<_, _>>()
         .into();
     println!("{}", serde_json::to_string_pretty(&serde_json::json!({"out": out, "datasets": summary}))?);

@@ -118,17 +118,19 @@ pub struct GenerateArgs {
     pub input_ids: Option<String>,
     #[arg(long, default_value_t = 64)]
     pub max_new_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 1.0)]
+    /// Sampling temperature, >= 0 (0 = greedy).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub temperature: f64,
-    #[arg(long, default_value_t = 1.0)]
+    /// Nucleus mass in (0, 1] (1 disables).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub top_p: f64,
     /// 0 = disabled.
     #[arg(long, default_value_t = 0)]
     pub top_k: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Number of samples for the prompt (rows of one batch; sample_idx 0..n).
+    /// Number of samples for the prompt (positive; rows of one batch, sample_idx 0..n; checked
+    /// against memory with --max-new-tokens before anything is allocated).
     #[arg(long, default_value_t = 1)]
     pub n: usize,
     /// Extra stop token ids (comma-separated); the config's eos ids are included unless --ignore-eos.
@@ -168,6 +170,9 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("empty prompt");
     }
+    if args.n == 0 {
+        bail!("--n must be positive");
+    }
     let lm = load(&args.model, &args.dev.device, &args.dev.dtype)?;
     let mut stop_ids = if args.ignore_eos { vec![] } else { lm.cfg.eos_token_ids.clone() };
     if let Some(s) = &args.stop_ids {
@@ -180,9 +185,8 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         max_new_tokens: args.max_new_tokens,
         stop_ids,
     };
-    let reqs: Vec<GenRequest> = (0..args.n.max(1))
-        .map(|i| GenRequest { prompt: prompt.clone(), problem_id: 0, sample_idx: i as u64 })
-        .collect();
+    let reqs: Vec<GenRequest> =
+        (0..args.n).map(|i| GenRequest { prompt: prompt.clone(), problem_id: 0, sample_idx: i as u64 }).collect();
     let pad = lm.cfg.pad_token_id.or(lm.cfg.eos_token_ids.first().copied()).unwrap_or(0);
     let t0 = std::time::Instant::now();
     let gens = model::generate(&lm.model, &reqs, &params, args.seed, pad)?;

@@ -3,11 +3,13 @@
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rlvr_decomp::data::{self, Dataset};
+use rlvr_decomp::eval::verify::{Mode, Tolerance};
 use rlvr_decomp::prompt::{QwenTokenizer, Template};
-use rlvr_decomp::sample::{self, Backend, OrtDevice, OrtModel, OrtOptions, Preset, SampleSettings, SampleStore};
-use sha2::{Digest, Sha256};
+use rlvr_decomp::sample::{
+    self, Backend, BackendKind, OrtDevice, OrtModel, OrtOptions, Preset, SampleSettings, SampleStore, VerifierSettings,
+};
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SampleArgs {
@@ -18,8 +20,8 @@ pub struct SampleArgs {
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Generation backend: ort (ONNX Runtime, the default) or tch (libtorch, needs --model).
-    #[arg(long, default_value = "ort", value_parser = ["ort", "tch"])]
-    pub backend: String,
+    #[arg(long, value_enum, default_value_t = BackendKind::Ort)]
+    pub backend: BackendKind,
     #[arg(long, value_enum)]
     pub dataset: Dataset,
     /// Sampling preset (sets T, top-p, top-k, k and template; explicit flags override).
@@ -28,16 +30,19 @@ pub struct SampleArgs {
     /// Prompt template (default: the preset's; required without --preset).
     #[arg(long, value_enum)]
     pub template: Option<Template>,
-    /// Samples per problem.
+    /// Samples per problem (positive).
     #[arg(long)]
     pub k: Option<usize>,
-    #[arg(long)]
+    /// Sampling temperature, >= 0 (0 = greedy).
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
-    #[arg(long)]
+    /// Nucleus mass in (0, 1] (1 disables).
+    #[arg(long, allow_negative_numbers = true)]
     pub top_p: Option<f64>,
-    /// 0 disables.
+    /// Keep the k most likely tokens; 0 disables.
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Most tokens per response (positive; checked against memory with --batch).
     #[arg(long, default_value_t = 4096)]
     pub max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
@@ -60,6 +65,12 @@ pub struct SampleArgs {
     /// Do not stop at end-of-turn tokens (fixed-length generation, for benchmarks).
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Answer extraction for verdicts: lenient (evaluation, the default) or strict (as training rewards).
+    #[arg(long, value_enum, default_value_t = Mode::Lenient)]
+    pub verifier_mode: Mode,
+    /// Equivalence tolerance for verdicts.
+    #[arg(long, value_enum, default_value_t = Tolerance::MathVerify)]
+    pub tolerance: Tolerance,
     /// Write throughput (tokens/s, samples/s) of this invocation as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub bench_json: Option<PathBuf>,
@@ -70,36 +81,23 @@ pub struct SampleArgs {
     pub data: super::DataPathArgs,
 }
 
-fn sha_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-fn file_sha(path: &Path) -> Result<String> {
-    Ok(sha_hex(&std::fs::read(path).with_context(|| format!("reading {}", path.display()))?))
-}
-
 pub fn run(args: SampleArgs) -> Result<()> {
-    if args.batch == 0 {
-        bail!("--batch must be positive");
+    let choice = sample::SamplingRequest {
+        preset: args.preset,
+        template: args.template,
+        k: args.k,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: args.top_k,
+        max_new_tokens: args.max_new_tokens,
+        batch: args.batch,
     }
-    let (mut temperature, mut top_p, mut top_k, mut k, mut template) = (1.0, 1.0, 0, 1, None);
-    if let Some(p) = args.preset {
-        let v = sample::preset_values(p);
-        (temperature, top_p, top_k, k, template) = (v.0, v.1, v.2, v.3, Some(v.4));
-    }
-    let template = args.template.or(template).context("--template is required without --preset")?;
-    temperature = args.temperature.unwrap_or(temperature);
-    top_p = args.top_p.unwrap_or(top_p);
-    top_k = args.top_k.unwrap_or(top_k);
-    k = args.k.unwrap_or(k);
-    if k == 0 {
-        bail!("--k must be positive");
-    }
+    .resolve()?;
+    let k = choice.k;
 
-    // Model and its identity.
-    let model_dir = match args.backend.as_str() {
-        "ort" => args.onnx.clone().context("--onnx is required for --backend ort")?,
-        _ => args.model.clone().context("--model is required for --backend tch")?,
+    let model_dir = match args.backend {
+        BackendKind::Ort => args.onnx.clone().context("--onnx is required for --backend ort")?,
+        BackendKind::Tch => args.model.clone().context("--model is required for --backend tch")?,
     };
     let tok_path = match &args.tokenizer {
         Some(p) => p.clone(),
@@ -107,6 +105,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         None => rlvr_decomp::paths::tokenizer_path(None),
     };
     let tok = QwenTokenizer::from_file(&tok_path)?;
+    let tokenizer_sha256 = rlvr_decomp::fingerprint::digest_file(&tok_path)?.sha256;
 
     let roots = args.data.roots();
     let mut problems = data::load(args.dataset, &roots)?;
@@ -116,61 +115,53 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if problems.is_empty() {
         bail!("no problems selected");
     }
-    let ids: Vec<&str> = problems.iter().map(|p| p.id.as_str()).collect();
 
+    // The model, identified by the content of its files (checked against fingerprint.json).
     let mut ort_model;
     let tch_model;
-    let (mut backend, model_id, eos, ep) = match args.backend.as_str() {
-        "ort" => {
+    let (mut backend, model_id, eos, ep) = match args.backend {
+        BackendKind::Ort => {
             let device: OrtDevice = args.device.parse()?;
             ort_model = OrtModel::load(&model_dir, &OrtOptions { device, threads: args.threads })
                 .with_context(|| format!("loading {}", model_dir.display()))?;
-            let m = &ort_model.manifest;
-            let id = format!("onnx:{}:{}", file_sha(&model_dir.join(rlvr_decomp::export::MANIFEST))?, m.data_bytes);
-            let eos = m.eos_token_ids.clone();
+            let id = format!("onnx:{}", ort_model.fingerprint.sha256);
+            let eos = ort_model.manifest.eos_token_ids.clone();
             let ep = ort_model.execution_provider.clone();
             (Backend::Ort(&mut ort_model), id, eos, ep)
         }
-        _ => {
+        BackendKind::Tch => {
             let dev = rlvr_decomp::model::parse_device(&args.device)?;
             if args.threads > 0 {
                 tch::set_num_threads(args.threads as i32);
             }
             tch_model = rlvr_decomp::model::load_model(&model_dir, dev, rlvr_decomp::model::DType::F32)?;
-            let id = format!("hf:{}", file_sha(&model_dir.join("config.json"))?);
+            let id = format!("hf:{}", tch_model.fingerprint.sha256);
             let eos = tch_model.cfg.eos_token_ids.clone();
             (Backend::Tch(&tch_model.model), id, eos, format!("tch:{}", args.device))
         }
     };
-    tracing::info!("backend {} on {ep}", args.backend);
+    tracing::info!("backend {:?} on {ep}", args.backend);
 
-    let mut stop_ids: Vec<i64> = if args.ignore_eos {
-        vec![]
-    } else {
-        let mut s = vec![tok.im_end as i64, tok.endoftext as i64];
-        s.extend(eos);
-        s
-    };
-    stop_ids.sort_unstable();
-    stop_ids.dedup();
     let settings = SampleSettings {
-        dataset: args.dataset.name().to_string(),
+        dataset: args.dataset,
         num_problems: problems.len(),
-        problems_sha256: sha_hex(ids.join("\n").as_bytes()),
+        selection_sha256: sample::selection_sha256(&problems, choice.template),
         k,
         batch: args.batch,
-        temperature,
-        top_p,
-        top_k,
+        temperature: choice.temperature,
+        top_p: choice.top_p,
+        top_k: choice.top_k,
         max_new_tokens: args.max_new_tokens,
         seed: args.seed,
-        template,
-        stop_ids,
-        pad_id: tok.endoftext as i64,
-        backend: args.backend.clone(),
+        template: choice.template,
+        tokenizer_sha256,
+        stop_ids: sample::stop_ids(&tok, &eos, args.ignore_eos),
+        pad_id: sample::pad_id(&tok),
+        backend: args.backend,
         model: model_id,
+        verifier: VerifierSettings { mode: args.verifier_mode, tolerance: args.tolerance },
     };
-    let store = SampleStore::open_or_create(&args.out, settings)?;
+    let mut store = SampleStore::open_or_create(&args.out, settings)?;
 
     let total = (problems.len() * k) as u64;
     let pb = ProgressBar::new(total);
@@ -193,7 +184,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         tokens += toks;
         pb.set_message(format!("{:.1} tok/s", tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9)));
     };
-    let stats = sample::run(&store, &problems, &tok, &mut backend, &mut progress)?;
+    let stats = sample::run(&mut store, &problems, &tok, &mut backend, &mut progress)?;
     pb.finish_and_clear();
     let tps = stats.tokens_generated as f64 / stats.seconds.max(1e-9);
     tracing::info!(
@@ -208,7 +199,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     );
     if let Some(path) = &args.bench_json {
         let j = serde_json::json!({
-            "backend": args.backend,
+            "backend": store.settings.backend,
             "execution_provider": ep,
             "threads": args.threads,
             "batch": args.batch,

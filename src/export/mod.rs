@@ -6,12 +6,16 @@
 //!   past/present KV-cache inputs/outputs, dynamic batch and sequence axes.
 //!
 //! An export directory holds `model.onnx`, `model.onnx.data`, the source `config.json`,
-//! `generation_config.json`, tokenizer files, and `export.json` ([`ExportManifest`]).
+//! `generation_config.json`, tokenizer files, `export.json` ([`ExportManifest`]) and
+//! `fingerprint.json` (sha256 of the graph, the weights and the manifest; checked on load).
 
 pub mod onnx;
 pub mod proto;
 
-pub use onnx::{export, read_manifest, ExportDType, ExportManifest, ExportOptions, MANIFEST, ONNX_DATA, ONNX_FILE};
+pub use onnx::{
+    export, read_manifest, verify_fingerprint, ExportDType, ExportManifest, ExportOptions, IDENTITY_FILES, MANIFEST,
+    ONNX_DATA, ONNX_FILE,
+};
 
 use std::path::PathBuf;
 
@@ -34,6 +38,8 @@ pub enum ExportError {
     BadDtype(String),
     #[error("libtorch error while reading weights: {0}")]
     Torch(String),
+    #[error(transparent)]
+    Fingerprint(#[from] crate::fingerprint::FingerprintError),
 }
 
 impl From<tch::TchError> for ExportError {

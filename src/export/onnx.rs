@@ -18,6 +18,7 @@
 
 use super::proto::{self, data_type as dt, *};
 use super::{ExportError, Result};
+use crate::fingerprint::{self, Fingerprint, HashingWriter};
 use crate::model::checkpoint::{WeightFiles, TOKENIZER_FILES};
 use crate::model::Config;
 use prost::Message;
@@ -105,6 +106,8 @@ pub struct ExportManifest {
     pub pad_token_id: Option<i64>,
     /// The checkpoint directory it was exported from (informational).
     pub source: String,
+    /// Fingerprint (sha256) of the source checkpoint's config and weights.
+    pub source_fingerprint: String,
     /// Bytes of `model.onnx.data`.
     pub data_bytes: u64,
     pub producer: String,
@@ -130,7 +133,7 @@ struct Builder {
     inits: Vec<TensorProto>,
     n: usize,
     consts: HashMap<String, String>,
-    data: BufWriter<File>,
+    data: HashingWriter<BufWriter<File>>,
     data_path: PathBuf,
     offset: u64,
     dtype: ExportDType,
@@ -284,13 +287,44 @@ impl Builder {
     }
 }
 
-/// Exports the HF checkpoint in `model_dir` to `out_dir` (created if needed).
+/// The files of an export that make its identity (and are listed in `fingerprint.json`).
+pub const IDENTITY_FILES: [&str; 3] = [ONNX_FILE, ONNX_DATA, MANIFEST];
+
+/// Checks an export folder's files against its `fingerprint.json` (required: an export without
+/// one is incomplete) and returns the fingerprint.
+pub fn verify_fingerprint(dir: &Path) -> Result<Fingerprint> {
+    if !dir.join(MANIFEST).is_file() {
+        return Err(ExportError::NotAnExport(dir.to_path_buf()));
+    }
+    let names: Vec<String> = IDENTITY_FILES.iter().map(|s| s.to_string()).collect();
+    Ok(fingerprint::verify(dir, &names, Some("export"))?)
+}
+
+/// Exports the HF checkpoint in `model_dir` to the folder `out_dir`, crash-safely: everything is
+/// written into a staging folder beside it and swapped in place of `out_dir` as a whole when
+/// complete (a previous export there stays usable until then). `fingerprint.json` records the
+/// sha256 of the graph, the weights and the manifest; the source checkpoint's fingerprint is
+/// kept in the manifest. Every weight must be finite.
 pub fn export(model_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<ExportManifest> {
     let cfg = Config::from_path(model_dir)?;
     let weights = WeightFiles::open(model_dir)?;
-    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    let source_fp = fingerprint::verify(model_dir, &crate::model::checkpoint::identity_files(&weights), None)?;
+    let stage = crate::durable::staging_dir(out_dir).map_err(io(out_dir))?;
+    let manifest = write_export(model_dir, &cfg, &weights, &source_fp, &stage, opts)?;
+    crate::durable::replace_dir(&stage, out_dir).map_err(io(out_dir))?;
+    Ok(manifest)
+}
+
+fn write_export(
+    model_dir: &Path,
+    cfg: &Config,
+    weights: &WeightFiles,
+    source_fp: &Fingerprint,
+    out_dir: &Path,
+    opts: &ExportOptions,
+) -> Result<ExportManifest> {
     let data_path = out_dir.join(ONNX_DATA);
-    let data = BufWriter::with_capacity(1 << 22, File::create(&data_path).map_err(io(&data_path))?);
+    let data = HashingWriter::new(BufWriter::with_capacity(1 << 22, File::create(&data_path).map_err(io(&data_path))?));
     let mut g = Builder {
         nodes: vec![],
         inits: vec![],
@@ -306,7 +340,11 @@ pub fn export(model_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<
     let (inter, v, nl) = (cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers as usize);
     let rep = h / k;
     let eps = cfg.rms_norm_eps;
-    let w = |name: &str, dims: &[i64]| weights.read(name, dims);
+    let w = |name: &str, dims: &[i64]| -> Result<tch::Tensor> {
+        let t = weights.read(name, dims)?;
+        crate::model::checkpoint::check_finite(name, &t, model_dir)?;
+        Ok(t)
+    };
 
     let mut inputs = vec![
         value_info("input_ids", dt::INT64, &["batch", "seq"]),
@@ -511,8 +549,9 @@ pub fn export(model_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<
 
     // ---- finish the data file and write the model ----
     let data_bytes = g.offset;
+    let (buffered, data_digest) = g.data.finish();
     let mut file =
-        g.data.into_inner().map_err(|e| ExportError::Io { path: data_path.clone(), source: e.into_error() })?;
+        buffered.into_inner().map_err(|e| ExportError::Io { path: data_path.clone(), source: e.into_error() })?;
     file.flush().map_err(io(&data_path))?;
     file.sync_all().map_err(io(&data_path))?;
     let graph = GraphProto {
@@ -532,7 +571,8 @@ pub fn export(model_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<
         ..Default::default()
     };
     let onnx_path = out_dir.join(ONNX_FILE);
-    std::fs::write(&onnx_path, model.encode_to_vec()).map_err(io(&onnx_path))?;
+    let onnx_bytes = model.encode_to_vec();
+    std::fs::write(&onnx_path, &onnx_bytes).map_err(io(&onnx_path))?;
 
     // ---- config, tokenizer, manifest ----
     for f in ["config.json", "generation_config.json"].iter().chain(TOKENIZER_FILES) {
@@ -557,11 +597,18 @@ pub fn export(model_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<
         eos_token_ids: cfg.eos_token_ids.clone(),
         pad_token_id: cfg.pad_token_id,
         source: model_dir.display().to_string(),
+        source_fingerprint: source_fp.sha256.clone(),
         data_bytes,
         producer: format!("rlvr-decomp {}", env!("CARGO_PKG_VERSION")),
     };
     let mpath = out_dir.join(MANIFEST);
     let text = serde_json::to_string_pretty(&manifest).expect("serializable") + "\n";
-    std::fs::write(&mpath, text).map_err(io(&mpath))?;
+    std::fs::write(&mpath, &text).map_err(io(&mpath))?;
+    let files = [
+        (ONNX_FILE.to_string(), fingerprint::digest_bytes(&onnx_bytes)),
+        (ONNX_DATA.to_string(), data_digest),
+        (MANIFEST.to_string(), fingerprint::digest_bytes(text.as_bytes())),
+    ];
+    fingerprint::write(out_dir, &Fingerprint::from_files(files.into_iter().collect()))?;
     Ok(manifest)
 }

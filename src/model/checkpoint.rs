@@ -4,8 +4,10 @@
 //! `transformers.AutoModelForCausalLM.from_pretrained(dir)` reads it without conversion.
 
 use super::config::Config;
+use super::memory;
 use super::qwen::Qwen;
 use super::{check_dtype_device, device_name, DType, ModelError, Result};
+use crate::fingerprint::{self, Fingerprint};
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype as StDtype, Metadata, SafeTensors, View};
 use serde_json::{json, Value};
@@ -115,6 +117,17 @@ impl WeightFiles {
         Ok(WeightFiles { dir: dir.to_path_buf(), files, index })
     }
 
+    /// The files holding the weights (shards, or the single file), plus the index if sharded,
+    /// as names inside the checkpoint folder.
+    pub fn file_names(&self) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.files.iter().filter_map(|f| f.path.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+        if self.dir.join(INDEX).is_file() {
+            v.push(INDEX.to_string());
+        }
+        v
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
@@ -166,10 +179,27 @@ pub struct LoadedModel {
     pub cfg: Config,
     pub dir: PathBuf,
     pub dtype: DType,
+    /// Content identity of the folder it was loaded from (config.json + weight files).
+    pub fingerprint: Fingerprint,
+}
+
+/// The files that make a checkpoint's identity: config.json and the weight files.
+pub fn identity_files(weights: &WeightFiles) -> Vec<String> {
+    let mut v = vec!["config.json".to_string()];
+    v.extend(weights.file_names());
+    v
+}
+
+/// Fails before allocating if `cfg`'s parameters cannot fit on `device` in `dtype`.
+pub fn check_parameters_fit(cfg: &Config, dtype: DType, device: Device) -> Result<()> {
+    let mut plan = memory::Plan::default();
+    plan.add(format!("parameters ({dtype})"), memory::parameter_count(cfg) * dtype.kind().elt_size_in_bytes() as f64);
+    memory::check_fits("the model", &plan, device)
 }
 
 /// Loads `dir` (config.json + safetensors) onto `device` with parameters in `dtype`.
 /// Parameters are trainable (requires_grad); wrap inference in `tch::no_grad`.
+/// The folder's fingerprint is checked if it has one (else computed); every weight must be finite.
 pub fn load_model(dir: &Path, device: Device, dtype: DType) -> Result<LoadedModel> {
     check_dtype_device(dtype, device)?;
     if let Device::Cuda(_) = device {
@@ -178,12 +208,22 @@ pub fn load_model(dir: &Path, device: Device, dtype: DType) -> Result<LoadedMode
         }
     }
     let cfg = Config::from_path(dir)?;
+    check_parameters_fit(&cfg, dtype, device)?;
     let weights = WeightFiles::open(dir)?;
+    let fingerprint = fingerprint::verify(dir, &identity_files(&weights), None)?;
     let mut vs = nn::VarStore::new(device);
     vs.set_kind(dtype.kind());
     let model = Qwen::new(&cfg, vs.root());
     load_weights(&vs, &weights)?;
-    Ok(LoadedModel { vs, model, cfg, dir: dir.to_path_buf(), dtype })
+    Ok(LoadedModel { vs, model, cfg, dir: dir.to_path_buf(), dtype, fingerprint })
+}
+
+/// Fails with [`ModelError::NonFiniteWeights`] if `t` holds a NaN or an infinity.
+pub fn check_finite(name: &str, t: &Tensor, dir: &Path) -> Result<()> {
+    if t.is_floating_point() && !bool::try_from(t.f_isfinite()?.f_all()?)? {
+        return Err(ModelError::NonFiniteWeights { name: name.into(), dir: dir.to_path_buf() });
+    }
+    Ok(())
 }
 
 /// Copies every variable of `vs` from the checkpoint (by name, shape-checked, converted
@@ -195,6 +235,7 @@ pub fn load_weights(vs: &nn::VarStore, weights: &WeightFiles) -> Result<()> {
     tch::no_grad(|| -> Result<()> {
         for (name, mut var) in vars {
             let src = weights.read(&name, &var.size())?;
+            check_finite(&name, &src, &weights.dir)?;
             var.f_copy_(&src)?;
         }
         Ok(())
@@ -253,9 +294,25 @@ fn tensor_bytes(t: &Tensor, dtype: DType) -> Result<OwnedView> {
     Ok(OwnedView { dtype: st, shape: t.size().iter().map(|&d| d as usize).collect(), data })
 }
 
-/// Writes `vs` as an HF checkpoint into `out_dir` (created if needed).
-pub fn save_checkpoint(vs: &nn::VarStore, cfg: &Config, out_dir: &Path, opts: &SaveOptions) -> Result<()> {
-    std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+/// Writes `vs` as an HF checkpoint folder `out_dir`, crash-safely: everything (weights, config,
+/// generation config, tokenizer files, `fingerprint.json`) is written into a staging folder
+/// beside it, fsynced, then swapped in place of `out_dir` as a whole (see
+/// [`crate::durable::replace_dir`]); a previous checkpoint there stays valid until then.
+/// Returns the new checkpoint's fingerprint.
+pub fn save_checkpoint(vs: &nn::VarStore, cfg: &Config, out_dir: &Path, opts: &SaveOptions) -> Result<Fingerprint> {
+    let stage = crate::durable::staging_dir(out_dir).map_err(io_err(out_dir))?;
+    write_checkpoint_files(vs, cfg, &stage, opts)?;
+    let weights = WeightFiles::open(&stage)?;
+    let fp = fingerprint::compute(&stage, &identity_files(&weights))?;
+    drop(weights);
+    fingerprint::write(&stage, &fp)?;
+    crate::durable::replace_dir(&stage, out_dir).map_err(io_err(out_dir))?;
+    Ok(fp)
+}
+
+/// Writes the files of a checkpoint into `stage`. The source folder of `opts` is read here,
+/// before the swap, so saving over the folder a model was loaded from works.
+fn write_checkpoint_files(vs: &nn::VarStore, cfg: &Config, stage: &Path, opts: &SaveOptions) -> Result<()> {
     let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let dtype = match opts.dtype {
         Some(d) => d,
@@ -279,15 +336,11 @@ pub fn save_checkpoint(vs: &nn::VarStore, cfg: &Config, out_dir: &Path, opts: &S
     let n = shards.len();
     let meta = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
     let mut weight_map = BTreeMap::new();
-    // Remove stale weight files from a previous save into the same directory.
-    for stale in [SINGLE, INDEX] {
-        let _ = std::fs::remove_file(out_dir.join(stale));
-    }
     for (i, names) in shards.iter().enumerate() {
         let fname = if n == 1 { SINGLE.to_string() } else { format!("model-{:05}-of-{:05}.safetensors", i + 1, n) };
         let owned: Vec<(String, OwnedView)> =
             names.iter().map(|k| Ok(((*k).clone(), tensor_bytes(&vars[*k], dtype)?))).collect::<Result<_>>()?;
-        let path = out_dir.join(&fname);
+        let path = stage.join(&fname);
         safetensors::tensor::serialize_to_file(owned.iter().map(|(k, v)| (k.as_str(), v)), &meta, &path)
             .map_err(|e| ModelError::Safetensors { path: path.clone(), msg: format!("{e:?}") })?;
         for k in names {
@@ -296,7 +349,7 @@ pub fn save_checkpoint(vs: &nn::VarStore, cfg: &Config, out_dir: &Path, opts: &S
     }
     if n > 1 {
         let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
-        write_json(&out_dir.join(INDEX), &index)?;
+        write_json(&stage.join(INDEX), &index)?;
     }
 
     // config.json: the original object, with the stored dtype recorded.
@@ -308,15 +361,14 @@ pub fn save_checkpoint(vs: &nn::VarStore, cfg: &Config, out_dir: &Path, opts: &S
             o.insert("architectures".into(), json!([cfg.arch.hf_name()]));
         }
     }
-    write_json(&out_dir.join("config.json"), &raw)?;
+    write_json(&stage.join("config.json"), &raw)?;
 
     // generation_config.json: copied from the source if there is one, else derived.
     let src_gen = opts.source_dir.as_ref().map(|d| d.join("generation_config.json")).filter(|p| p.is_file());
     match src_gen {
-        Some(p) if p != out_dir.join("generation_config.json") => {
-            std::fs::copy(&p, out_dir.join("generation_config.json")).map_err(io_err(&p))?;
+        Some(p) => {
+            std::fs::copy(&p, stage.join("generation_config.json")).map_err(io_err(&p))?;
         }
-        Some(_) => {}
         None => {
             let mut g = serde_json::Map::new();
             g.insert("_from_model_config".into(), json!(true));
@@ -335,13 +387,13 @@ pub fn save_checkpoint(vs: &nn::VarStore, cfg: &Config, out_dir: &Path, opts: &S
             if let Some(p) = cfg.pad_token_id {
                 g.insert("pad_token_id".into(), json!(p));
             }
-            write_json(&out_dir.join("generation_config.json"), &Value::Object(g))?;
+            write_json(&stage.join("generation_config.json"), &Value::Object(g))?;
         }
     }
     if let Some(src) = &opts.source_dir {
         for f in TOKENIZER_FILES {
-            let (from, to) = (src.join(f), out_dir.join(f));
-            if from.is_file() && from != to {
+            let (from, to) = (src.join(f), stage.join(f));
+            if from.is_file() {
                 std::fs::copy(&from, &to).map_err(io_err(&from))?;
             }
         }
@@ -357,7 +409,7 @@ fn write_json(path: &Path, v: &Value) -> Result<()> {
 impl LoadedModel {
     /// Saves the current parameters as an HF checkpoint, copying tokenizer and
     /// generation config files from the directory this model was loaded from.
-    pub fn save(&self, out_dir: &Path, opts: &SaveOptions) -> Result<()> {
+    pub fn save(&self, out_dir: &Path, opts: &SaveOptions) -> Result<Fingerprint> {
         let mut o = opts.clone();
         if o.source_dir.is_none() {
             o.source_dir = Some(self.dir.clone());

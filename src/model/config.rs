@@ -244,19 +244,6 @@ impl Config {
     pub fn checkpoint_dtype(&self) -> Option<super::DType> {
         self.torch_dtype.as_deref().and_then(|s| s.parse().ok())
     }
-
-    /// Number of parameters (for logging / benchmarks).
-    pub fn num_parameters(&self) -> i64 {
-        let (h, i, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
-        let (nh, kv, d) = (self.num_attention_heads, self.num_key_value_heads, self.head_dim);
-        let attn = h * nh * d * 2
-            + h * kv * d * 2
-            + if self.qkv_bias { nh * d + 2 * kv * d } else { 0 }
-            + if self.o_bias { h } else { 0 }
-            + if self.qk_norm { 2 * d } else { 0 };
-        let layer = attn + 3 * h * i + 2 * h;
-        v * h * if self.tie_word_embeddings { 1 } else { 2 } + self.num_hidden_layers * layer + h
-    }
 }
 
 fn is_default_rope(v: &Value) -> bool {

@@ -7,6 +7,7 @@
 //! `max_new_tokens`; finished rows keep being fed `pad_id` until all rows finish.
 
 use super::kv_cache::KvCache;
+use super::memory::{self, GenShape};
 use super::qwen::Qwen;
 use super::sampler::{row_rng, Sampler, SamplingParams};
 use super::{ModelError, Result};
@@ -53,21 +54,17 @@ pub fn generate(
     base_seed: u64,
     pad_id: i64,
 ) -> Result<Vec<Generation>> {
-    params.validate().map_err(ModelError::BadInput)?;
+    let vocab = model.cfg.vocab_size;
+    validate_requests(reqs, params, vocab as usize).map_err(ModelError::BadInput)?;
     if reqs.is_empty() {
         return Ok(vec![]);
     }
-    if let Some(i) = reqs.iter().position(|r| r.prompt.is_empty()) {
-        return Err(ModelError::BadInput(format!("request {i} has an empty prompt")));
-    }
-    let vocab = model.cfg.vocab_size;
-    for r in reqs {
-        if let Some(&bad) = r.prompt.iter().find(|&&t| t < 0 || t >= vocab) {
-            return Err(ModelError::BadInput(format!("token id {bad} out of range for vocab {vocab}")));
-        }
-    }
     let dev = model.device();
     let b = reqs.len();
+    let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+    let shape = GenShape::from_config(&model.cfg, model.kind().elt_size_in_bytes());
+    let plan = memory::generation_plan(&shape, b, longest, params.max_new_tokens);
+    memory::check_fits(&generation_what(b, longest, params.max_new_tokens), &plan, dev)?;
     let sampler = Sampler::new(params.clone());
     let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
     let mut out: Vec<Generation> = vec![Generation { tokens: vec![], stopped: false }; b];
@@ -93,6 +90,9 @@ pub fn generate(
             let next = if let Some(k) = top_k {
                 let (vals, idx) = logits.to_kind(Kind::Float).topk(k as i64, -1, true, true); // [B, k] each
                 let vals = Vec::<f32>::try_from(vals.to_device(Device::Cpu).contiguous().view([-1]))?;
+                if let Some(row) = non_finite_row(&vals, k, &done) {
+                    return Err(ModelError::NonFiniteLogits { step, row });
+                }
                 let idx = Vec::<i64>::try_from(idx.to_device(Device::Cpu).contiguous().view([-1]))?;
                 let draw = |i: usize, rng: &mut ChaCha8Rng| {
                     sampler.sample_top_k(&idx[i * k..(i + 1) * k], &vals[i * k..(i + 1) * k], rng) as i64
@@ -101,6 +101,9 @@ pub fn generate(
             } else {
                 let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
                 let flat = Vec::<f32>::try_from(host.view([-1]))?;
+                if let Some(row) = non_finite_row(&flat, vocab as usize, &done) {
+                    return Err(ModelError::NonFiniteLogits { step, row });
+                }
                 sample_step(&sampler, &flat, vocab as usize, params, pad_id, &mut rngs, &mut done, &mut out)
             };
             if step + 1 == params.max_new_tokens || done.iter().all(|&d| d) {
@@ -116,6 +119,39 @@ pub fn generate(
         }
         Ok(out)
     })
+}
+
+/// Checks a batch before generating (shared by every backend): sampling parameters, non-empty
+/// prompts, token ids inside the vocabulary.
+pub fn validate_requests(reqs: &[GenRequest], params: &SamplingParams, vocab: usize) -> Result<(), String> {
+    params.validate()?;
+    if let Some(i) = reqs.iter().position(|r| r.prompt.is_empty()) {
+        return Err(format!("request {i} has an empty prompt"));
+    }
+    for r in reqs {
+        if let Some(&bad) = r.prompt.iter().find(|&&t| t < 0 || t as u64 >= vocab as u64) {
+            return Err(format!("token id {bad} out of range for vocab {vocab}"));
+        }
+    }
+    Ok(())
+}
+
+/// How a generation request is named in out-of-memory errors.
+pub fn generation_what(batch: usize, prompt_len: usize, max_new: usize) -> String {
+    let rows = if batch == 1 { "row" } else { "rows" };
+    format!("generating {max_new} new tokens for {batch} {rows} after a {prompt_len}-token prompt")
+}
+
+/// The first unfinished row of `logits` (`[B, width]` row-major: all logits or the top-k
+/// candidates) holding a NaN or +inf, if any (−inf is a legitimate masked logit).
+pub fn non_finite_row(logits: &[f32], width: usize, done: &[bool]) -> Option<usize> {
+    logits
+        .chunks(width.max(1))
+        .enumerate()
+        .find(|(i, row)| {
+            !done.get(*i).copied().unwrap_or(false) && row.iter().any(|x| x.is_nan() || *x == f32::INFINITY)
+        })
+        .map(|(i, _)| i)
 }
 
 /// One decoding step shared by every backend (tch here, ONNX Runtime in `crate::sample::ort`):

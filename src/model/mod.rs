@@ -1,6 +1,7 @@
 //! Qwen2 / Qwen3 causal decoder on tch (libtorch), loaded from Hugging Face checkpoints.
 //!
-//! Self-contained: nothing here depends on other modules of the crate.
+//! Depends on nothing else in the crate but [`crate::fingerprint`] (content identity of a
+//! checkpoint) and [`crate::durable`] (crash-safe writes).
 //!
 //! * [`config`]     — `Config` parsed from HF `config.json`.
 //! * [`qwen`]       — the model (one file for the Qwen family), built on `nn::VarStore`
@@ -10,6 +11,7 @@
 //! * [`generate`]   — batched generation loop (left padding, KV cache, stop ids).
 //! * [`checkpoint`] — memory-mapped safetensors loading (single file or sharded) and
 //!   HF-layout saving.
+//! * [`memory`]     — memory plans checked before allocating (parameters, generation).
 //! * [`bench`]      — forward+backward step timing used by `bench-model`.
 
 pub mod bench;
@@ -17,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod generate;
 pub mod kv_cache;
+pub mod memory;
 pub mod qwen;
 pub mod sampler;
 
@@ -69,6 +72,14 @@ pub enum ModelError {
     BadInput(String),
     #[error("libtorch error: {0}")]
     Torch(String),
+    #[error("{what} needs {need} ({plan}); {avail}")]
+    OutOfMemory { what: String, need: String, plan: String, avail: String },
+    #[error("tensor {name} in {dir} has non-finite values (NaN or inf): the checkpoint is damaged or diverged")]
+    NonFiniteWeights { name: String, dir: PathBuf },
+    #[error("non-finite logits (NaN or +inf) at generation step {step}, row {row}: the model's weights or activations overflowed")]
+    NonFiniteLogits { step: usize, row: usize },
+    #[error(transparent)]
+    Fingerprint(#[from] crate::fingerprint::FingerprintError),
 }
 
 impl From<tch::TchError> for ModelError {

@@ -10,7 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::Ordering;
 
-/// Sampling parameters. `temperature <= 0` means greedy (argmax, lowest index on ties).
+/// Sampling parameters. `temperature == 0` means greedy (negative values are refused by
+/// [`SamplingParams::validate`]) (argmax, lowest index on ties).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
     pub temperature: f64,
@@ -40,8 +41,8 @@ impl SamplingParams {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(format!("top_p must be in (0, 1], got {}", self.top_p));
         }
-        if !self.temperature.is_finite() {
-            return Err(format!("temperature must be finite, got {}", self.temperature));
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(format!("temperature must be finite and >= 0 (0 = greedy), got {}", self.temperature));
         }
         Ok(())
     }

@@ -3,7 +3,8 @@
 //! (dataset, k, pass_at_k).
 
 use super::store::SampleStore;
-use super::{io_err, Result, SampleError};
+use super::{Result, SampleError};
+use crate::data::Dataset;
 use crate::eval::pass_at_k::{powers_of_two_up_to, report, Counts, PassAtKReport};
 use polars::prelude::*;
 use serde::Serialize;
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetEval {
-    pub dataset: String,
+    pub dataset: Dataset,
     pub samples_dir: PathBuf,
     /// Samples per problem requested by the run.
     pub k_requested: usize,
@@ -28,10 +29,10 @@ pub struct DatasetEval {
     pub report: PassAtKReport,
 }
 
-/// Scores one samples directory. `ks`: the k grid (default 1, 2, 4, … up to the samples per problem).
+/// Scores one samples directory, every chunk checked against its manifest entry.
+/// `ks`: the k grid (default 1, 2, 4, … up to the samples per problem).
 pub fn evaluate_dir(dir: &Path, ks: Option<&[u64]>) -> Result<DatasetEval> {
-    let store = SampleStore::open(dir)?;
-    let records = store.read_all()?;
+    let (settings, records) = SampleStore::read_verified(dir)?;
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     let mut seen = BTreeSet::new();
     for r in &records {
@@ -54,11 +55,11 @@ pub fn evaluate_dir(dir: &Path, ks: Option<&[u64]>) -> Result<DatasetEval> {
         None => powers_of_two_up_to(min_n),
     };
     let rep = report(&counts, &ks)?;
-    let s = &store.settings;
+    let s = &settings;
     let total_n: u64 = counts.values().map(|c| c.n).sum();
     let total_c: u64 = counts.values().map(|c| c.c).sum();
     Ok(DatasetEval {
-        dataset: s.dataset.clone(),
+        dataset: s.dataset,
         samples_dir: dir.to_path_buf(),
         k_requested: s.k,
         min_samples: min_n,
@@ -71,19 +72,32 @@ pub fn evaluate_dir(dir: &Path, ks: Option<&[u64]>) -> Result<DatasetEval> {
     })
 }
 
+/// Writes `df` as parquet to `path` durably (temp file, fsync, rename).
 fn parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let f = std::fs::File::create(path).map_err(io_err(path))?;
-    ParquetWriter::new(f).finish(df).map_err(|e| SampleError::Parquet(format!("{}: {e}", path.display())))?;
-    Ok(())
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf).finish(df).map_err(|e| SampleError::Parquet(format!("{}: {e}", path.display())))?;
+    super::store::write_durable(path, &buf)
 }
 
 /// Scores every directory and writes `passk.json`, `per_problem.parquet`, `pass_at_k.parquet`
-/// into `out_dir`. Returns the evaluations.
+/// into `out_dir` (held under its run-folder lock while written). Returns the evaluations.
+/// Two folders of one dataset are refused: which one is meant cannot be guessed.
 pub fn evaluate(dirs: &[PathBuf], ks: Option<&[u64]>, out_dir: &Path) -> Result<Vec<DatasetEval>> {
     let evals: Vec<DatasetEval> = dirs.iter().map(|d| evaluate_dir(d, ks)).collect::<Result<_>>()?;
-    std::fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
+    let mut seen: BTreeMap<Dataset, &Path> = BTreeMap::new();
+    for e in &evals {
+        if let Some(first) = seen.insert(e.dataset, &e.samples_dir) {
+            return Err(SampleError::BadInput(format!(
+                "{} and {} both hold samples of {}; evaluate one folder per dataset",
+                first.display(),
+                e.samples_dir.display(),
+                e.dataset
+            )));
+        }
+    }
+    let _lock = crate::rundir::FolderLock::acquire(out_dir)?;
     let json = serde_json::json!({
-        "datasets": evals.iter().map(|e| (e.dataset.clone(), e)).collect::<BTreeMap<_, _>>(),
+        "datasets": evals.iter().map(|e| (e.dataset.name(), e)).collect::<BTreeMap<_, _>>(),
     });
     let path = out_dir.join("passk.json");
     let text = serde_json::to_string_pretty(&json).expect("serializable") + "\n";
@@ -93,13 +107,13 @@ pub fn evaluate(dirs: &[PathBuf], ks: Option<&[u64]>, out_dir: &Path) -> Result<
     let (mut ds2, mut kk, mut pk) = (vec![], vec![], vec![]);
     for e in &evals {
         for (id, p) in &e.report.per_problem {
-            ds.push(e.dataset.clone());
+            ds.push(e.dataset.name());
             pid.push(id.clone());
             n.push(p.n);
             c.push(p.c);
         }
         for (k, v) in &e.report.pass_at_k {
-            ds2.push(e.dataset.clone());
+            ds2.push(e.dataset.name());
             kk.push(k.parse::<u64>().unwrap_or(0));
             pk.push(*v);
         }

@@ -2,7 +2,8 @@
 //! resumably, then scoring them (per-problem correctness counts, pass@k curve).
 //!
 //! * [`ort`]   — ONNX Runtime session + batched KV-cache generation (`onnx_logits` too).
-//! * [`store`] — the samples directory: `settings.json` + atomically committed JSONL chunks.
+//! * [`store`] — the samples directory: a [`crate::rundir`] run folder (lock, `settings.json`,
+//!   manifest-checked JSONL chunks).
 //! * [`eval`]  — samples → counts → pass@k (JSON + parquet).
 //!
 //! Work is cut into fixed chunks of `batch` consecutive (problem, sample) pairs; a chunk is one
@@ -15,10 +16,10 @@ pub mod ort;
 pub mod store;
 
 pub use ort::{onnx_logits, OrtDevice, OrtModel, OrtOptions};
-pub use store::{SampleRecord, SampleSettings, SampleStore};
+pub use store::{BackendKind, FinishReason, SampleRecord, SampleSettings, SampleStore, VerifierSettings};
 
 use crate::data::Problem;
-use crate::eval::verify::{verify, Mode, Tolerance};
+use crate::eval::verify::verify;
 use crate::model::generate::{GenRequest, Generation};
 use crate::model::sampler::SamplingParams;
 use crate::prompt::{QwenTokenizer, Template};
@@ -50,8 +51,10 @@ pub enum SampleError {
     },
     #[error("{path}: {msg}")]
     BadFile { path: PathBuf, msg: String },
-    #[error("{dir} holds samples drawn with different settings ({diff}); use another --out or the original settings")]
-    SettingsMismatch { dir: PathBuf, diff: String },
+    #[error(transparent)]
+    RunDir(#[from] crate::rundir::RunDirError),
+    #[error(transparent)]
+    Fingerprint(#[from] crate::fingerprint::FingerprintError),
     #[error("invalid input: {0}")]
     BadInput(String),
     #[error("parquet: {0}")]
@@ -89,6 +92,100 @@ pub fn preset_values(p: Preset) -> (f64, f64, usize, usize, Template) {
     match p {
         Preset::Qwen25Math => (0.6, 0.95, 0, 256, Template::Qwen25Math),
         Preset::Qwen3 => (0.7, 0.8, 20, 64, Template::Qwen3),
+    }
+}
+
+/// sha256 identifying a selection of problems as prompted: every problem's id, rendered prompt
+/// and gold answer, in order (length-prefixed, so no two selections collide by concatenation).
+pub fn selection_sha256(problems: &[Problem], template: Template) -> String {
+    let mut h = Sha256::new();
+    for p in problems {
+        for field in [p.id.as_str(), template.render(&p.problem).as_str(), p.answer.as_str()] {
+            h.update((field.len() as u64).to_le_bytes());
+            h.update(field.as_bytes());
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// Token ids that end a response: the chat template's `<|im_end|>` and `<|endoftext|>`, plus the
+/// model's own eos ids; none with `ignore_eos` (fixed-length generation for benchmarks).
+pub fn stop_ids(tok: &QwenTokenizer, model_eos: &[i64], ignore_eos: bool) -> Vec<i64> {
+    if ignore_eos {
+        return vec![];
+    }
+    let mut s = vec![tok.im_end as i64, tok.endoftext as i64];
+    s.extend_from_slice(model_eos);
+    s.sort_unstable();
+    s.dedup();
+    s
+}
+
+/// The padding id for left-padded batches (never attended to): `<|endoftext|>`.
+pub fn pad_id(tok: &QwenTokenizer) -> i64 {
+    tok.endoftext as i64
+}
+
+/// What a user asked for: a preset and explicit overrides.
+#[derive(Debug, Clone, Default)]
+pub struct SamplingRequest {
+    pub preset: Option<Preset>,
+    pub template: Option<Template>,
+    pub k: Option<usize>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<usize>,
+    pub max_new_tokens: usize,
+    pub batch: usize,
+}
+
+/// The resolved sampling choice of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingChoice {
+    pub template: Template,
+    pub k: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub top_k: usize,
+}
+
+impl SamplingRequest {
+    /// Applies the preset, then the overrides, and refuses nonsensical values.
+    pub fn resolve(&self) -> Result<SamplingChoice> {
+        let (mut t, mut p, mut tk, mut k, mut template) = (1.0, 1.0, 0, 1, None);
+        if let Some(pr) = self.preset {
+            (t, p, tk, k, template) = {
+                let v = preset_values(pr);
+                (v.0, v.1, v.2, v.3, Some(v.4))
+            };
+        }
+        let bad = |m: String| Err(SampleError::BadInput(m));
+        let Some(template) = self.template.or(template) else {
+            return bad("--template is required without --preset".into());
+        };
+        let c = SamplingChoice {
+            template,
+            k: self.k.unwrap_or(k),
+            temperature: self.temperature.unwrap_or(t),
+            top_p: self.top_p.unwrap_or(p),
+            top_k: self.top_k.unwrap_or(tk),
+        };
+        if c.k == 0 {
+            return bad("--k must be positive".into());
+        }
+        if self.batch == 0 {
+            return bad("--batch must be positive".into());
+        }
+        if self.max_new_tokens == 0 {
+            return bad("--max-new-tokens must be positive".into());
+        }
+        if !(c.temperature.is_finite() && c.temperature >= 0.0) {
+            return bad(format!("--temperature must be >= 0 (0 = greedy), got {}", c.temperature));
+        }
+        if !(c.top_p > 0.0 && c.top_p <= 1.0) {
+            return bad(format!("--top-p must be in (0, 1], got {}", c.top_p));
+        }
+        Ok(c)
     }
 }
 
@@ -142,13 +239,13 @@ pub struct RunStats {
 
 /// Draws every missing chunk of `store` (its settings fix problems order, k, batch, sampling).
 pub fn run(
-    store: &SampleStore,
+    store: &mut SampleStore,
     problems: &[Problem],
     tok: &QwenTokenizer,
     backend: &mut Backend<'_>,
     progress: Progress<'_>,
 ) -> Result<RunStats> {
-    let s = &store.settings;
+    let s = store.settings.clone();
     if problems.len() != s.num_problems {
         return Err(SampleError::BadInput(format!("settings say {} problems, got {}", s.num_problems, problems.len())));
     }
@@ -156,7 +253,7 @@ pub fn run(
     let prompts: Vec<String> = problems.iter().map(|p| template.render(&p.problem)).collect();
     let encoded = tok.encode_batch(&prompts)?;
     let encoded: Vec<Vec<i64>> = encoded.into_iter().map(|v| v.into_iter().map(i64::from).collect()).collect();
-    let seeds: Vec<u64> = problems.iter().map(|p| problem_seed_id(&s.dataset, &p.id)).collect();
+    let seeds: Vec<u64> = problems.iter().map(|p| problem_seed_id(s.dataset.name(), &p.id)).collect();
     let params = SamplingParams {
         temperature: s.temperature,
         top_p: s.top_p,
@@ -165,7 +262,7 @@ pub fn run(
         stop_ids: s.stop_ids.clone(),
     };
     let n_chunks = num_chunks(problems.len(), s.k, s.batch);
-    let done = store.committed_chunks()?;
+    let done = store.committed_chunks();
     let mut stats = RunStats { chunks_total: n_chunks, ..Default::default() };
     let t0 = std::time::Instant::now();
     let mut samples_done: usize = done.iter().map(|&c| chunk_pairs(problems.len(), s.k, s.batch, c).len()).sum();
@@ -186,7 +283,7 @@ pub fn run(
         for (&(p, j), g) in pairs.iter().zip(&gens) {
             let ids: Vec<u32> = g.tokens.iter().map(|&t| t as u32).collect();
             let text = tok.decode(&ids, true)?;
-            let verdict = verify(&problems[p].answer, &text, Mode::Lenient, Tolerance::MathVerify);
+            let verdict = verify(&problems[p].answer, &text, s.verifier.mode, s.verifier.tolerance);
             chunk_tokens += g.tokens.len();
             stats.prompt_tokens += encoded[p].len();
             records.push(SampleRecord {
@@ -197,7 +294,8 @@ pub fn run(
                 correct: verdict.correct,
                 gold: problems[p].answer.clone(),
                 num_tokens: g.tokens.len() as u64,
-                finish_reason: if g.stopped { "stop".into() } else { "length".into() },
+                finish_reason: if g.stopped { FinishReason::Stop } else { FinishReason::Length },
+                token_ids: g.tokens.clone(),
             });
         }
         store.commit_chunk(c, &records)?;

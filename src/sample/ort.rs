@@ -7,7 +7,8 @@
 
 use super::{Result, SampleError};
 use crate::export::{read_manifest, ExportDType, ExportManifest, ONNX_FILE};
-use crate::model::generate::{sample_step, GenRequest, Generation};
+use crate::model::generate::{generation_what, non_finite_row, sample_step, validate_requests, GenRequest, Generation};
+use crate::model::memory::{self, GenShape};
 use crate::model::sampler::{row_rng, Sampler, SamplingParams};
 use ort::environment::Environment;
 use ort::memory::Allocator;
@@ -77,13 +78,19 @@ pub struct OrtModel {
     pub dir: PathBuf,
     /// Execution provider actually used ("CPUExecutionProvider" / "CUDAExecutionProvider").
     pub execution_provider: String,
+    pub device: OrtDevice,
+    /// Content identity of the export (checked against `fingerprint.json` when loaded).
+    pub fingerprint: crate::fingerprint::Fingerprint,
     kv_type: TensorElementType,
     output_names: Vec<String>,
 }
 
 impl OrtModel {
+    /// Loads an export, after checking its files against `fingerprint.json` (a changed or
+    /// incomplete export is an error naming the file).
     pub fn load(dir: &Path, opts: &OrtOptions) -> Result<OrtModel> {
         let manifest = read_manifest(dir)?;
+        let fingerprint = crate::export::verify_fingerprint(dir)?;
         let (env, _) = ort_environment()?;
         let mut b = Session::builder(&env)
             .map_err(ort_err)?
@@ -126,6 +133,8 @@ impl OrtModel {
             manifest,
             dir: dir.to_path_buf(),
             execution_provider: ep_name.into(),
+            device: opts.device,
+            fingerprint,
             kv_type,
             output_names,
         })
@@ -133,6 +142,31 @@ impl OrtModel {
 
     pub fn vocab_size(&self) -> usize {
         self.manifest.vocab_size
+    }
+
+    /// The dimensions memory plans need.
+    pub fn gen_shape(&self) -> GenShape {
+        let m = &self.manifest;
+        GenShape {
+            layers: m.num_layers as f64,
+            kv_heads: m.num_kv_heads as f64,
+            heads: m.num_attention_heads as f64,
+            head_dim: m.head_dim as f64,
+            hidden: m.hidden_size as f64,
+            vocab: m.vocab_size as f64,
+            elt: match m.dtype {
+                ExportDType::F32 => 4.0,
+                ExportDType::F16 => 2.0,
+            },
+        }
+    }
+
+    /// Where memory plans are checked: the host for the CPU EP, the device otherwise.
+    fn tch_device(&self) -> tch::Device {
+        match self.device {
+            OrtDevice::Cpu => tch::Device::Cpu,
+            OrtDevice::Cuda(i) => tch::Device::Cuda(i.max(0) as usize),
+        }
     }
 
     /// An empty cache (P = 0) for `batch` rows.
@@ -159,7 +193,7 @@ impl OrtModel {
         logits_to_keep: usize,
     ) -> Result<(Vec<usize>, Vec<f32>, OrtKv)> {
         let b = kv.batch;
-        if b == 0 || input_ids.len() % b != 0 {
+        if b == 0 || !input_ids.len().is_multiple_of(b) {
             return Err(SampleError::BadInput(format!(
                 "input_ids length {} is not a multiple of batch {b}",
                 input_ids.len()
@@ -234,20 +268,15 @@ impl OrtModel {
         base_seed: u64,
         pad_id: i64,
     ) -> Result<Vec<Generation>> {
-        params.validate().map_err(SampleError::BadInput)?;
+        let vocab = self.vocab_size();
+        validate_requests(reqs, params, vocab).map_err(SampleError::BadInput)?;
         if reqs.is_empty() {
             return Ok(vec![]);
         }
-        if let Some(i) = reqs.iter().position(|r| r.prompt.is_empty()) {
-            return Err(SampleError::BadInput(format!("request {i} has an empty prompt")));
-        }
-        let vocab = self.vocab_size();
-        for r in reqs {
-            if let Some(&bad) = r.prompt.iter().find(|&&t| t < 0 || t as usize >= vocab) {
-                return Err(SampleError::BadInput(format!("token id {bad} out of range for vocab {vocab}")));
-            }
-        }
         let b = reqs.len();
+        let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+        let plan = memory::generation_plan(&self.gen_shape(), b, longest, params.max_new_tokens);
+        memory::check_fits(&generation_what(b, longest, params.max_new_tokens), &plan, self.tch_device())?;
         let sampler = Sampler::new(params.clone());
         let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
         let mut out = vec![Generation { tokens: vec![], stopped: false }; b];
@@ -263,9 +292,9 @@ impl OrtModel {
         let mut real: Vec<i64> = Vec::with_capacity(b);
         for r in reqs {
             let pad = l - r.prompt.len();
-            ids.extend(std::iter::repeat(pad_id).take(pad).chain(r.prompt.iter().copied()));
-            pos.extend(std::iter::repeat(1).take(pad).chain(0..r.prompt.len() as i64));
-            mask.push(std::iter::repeat(0).take(pad).chain(std::iter::repeat(1).take(r.prompt.len())).collect());
+            ids.extend(std::iter::repeat_n(pad_id, pad).chain(r.prompt.iter().copied()));
+            pos.extend(std::iter::repeat_n(1, pad).chain(0..r.prompt.len() as i64));
+            mask.push(std::iter::repeat_n(0, pad).chain(std::iter::repeat_n(1, r.prompt.len())).collect());
             real.push(r.prompt.len() as i64);
         }
         let kv = self.empty_kv(b)?;
@@ -273,6 +302,9 @@ impl OrtModel {
         let (_, mut logits, mut kv) = self.forward(&ids, &flat_mask, &pos, kv, 1)?; // [B, 1, V]
         let mut done = vec![false; b];
         for step in 0..params.max_new_tokens {
+            if let Some(row) = non_finite_row(&logits, vocab, &done) {
+                return Err(crate::model::ModelError::NonFiniteLogits { step, row }.into());
+            }
             let next = sample_step(&sampler, &logits, vocab, params, pad_id, &mut rngs, &mut done, &mut out);
             if step + 1 == params.max_new_tokens || done.iter().all(|&d| d) {
                 break;

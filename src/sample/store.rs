@@ -1,30 +1,53 @@
-//! The samples directory: `settings.json` (what was drawn, and how) and chunk files
+//! The samples folder: a [`crate::rundir`] run folder whose result files are chunks
 //! `chunk-NNNNNN.jsonl`, each holding the records of one generation batch.
 //!
-//! A chunk is written to a temporary name, fsynced, renamed into place, and the directory is
-//! fsynced; a `kill -9` at any moment leaves either the whole chunk or nothing (plus perhaps a
-//! stray temporary file, removed on the next open). Resuming regenerates exactly the missing
-//! chunks. Opening a directory whose `settings.json` differs from the requested settings fails.
+//! What the run-folder contract gives here: one process at a time (`.lock`), `settings.json`
+//! compared on every resume (a different model, dataset content, tokenizer or sampling setting
+//! is refused, naming what differs), and every chunk checked against `manifest.jsonl` (record
+//! count and sha256) — on resume a chunk that fails is moved to `rejected/` and drawn again; in
+//! [`SampleStore::read_verified`] (evaluation) it is an error.
 
-use super::{io_err, Result, SampleError};
+use super::{Result, SampleError};
+use crate::data::Dataset;
+use crate::eval::verify::{Mode, Tolerance};
 use crate::prompt::Template;
+use crate::rundir::{self, Layout, RunDir};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-pub const SETTINGS_FILE: &str = "settings.json";
+pub use crate::rundir::SETTINGS_FILE;
 const CHUNK_PREFIX: &str = "chunk-";
 const CHUNK_SUFFIX: &str = ".jsonl";
+
+/// Which generation backend drew the samples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    /// ONNX Runtime over an export (`rlvr-decomp export`).
+    Ort,
+    /// libtorch over an HF checkpoint.
+    Tch,
+}
+
+/// How verdicts were decided (training rewards use strict extraction, evaluation lenient).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifierSettings {
+    pub mode: Mode,
+    pub tolerance: Tolerance,
+}
 
 /// Everything that determines the samples of a run. Two runs with equal settings produce
 /// byte-identical chunk files (on the same backend and machine).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SampleSettings {
-    pub dataset: String,
+    pub dataset: Dataset,
     /// Problems used (the first `num_problems` of the dataset, `--limit`).
     pub num_problems: usize,
-    /// sha256 over the problem ids in order (guards against a changed dataset file).
-    pub problems_sha256: String,
+    /// sha256 over every selected problem's id, rendered prompt and gold answer, in order
+    /// ([`super::selection_sha256`]): an edited problem or answer changes it.
+    pub selection_sha256: String,
     /// Samples per problem.
     pub k: usize,
     /// Rows per generation batch (= per chunk); fixes batch composition, so it is part of the
@@ -36,12 +59,24 @@ pub struct SampleSettings {
     pub max_new_tokens: usize,
     pub seed: u64,
     pub template: Template,
+    /// sha256 of the tokenizer.json used for prompts and decoding.
+    pub tokenizer_sha256: String,
     pub stop_ids: Vec<i64>,
     pub pad_id: i64,
-    /// "ort" | "tch"
-    pub backend: String,
-    /// Identifies the model: export.json / config.json digest.
+    pub backend: BackendKind,
+    /// The model's content fingerprint: `onnx:<sha256>` (export) or `hf:<sha256>` (checkpoint).
     pub model: String,
+    pub verifier: VerifierSettings,
+}
+
+/// Why a sample stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FinishReason {
+    /// Emitted a stop token (kept in `token_ids`).
+    Stop,
+    /// Reached `max_new_tokens`.
+    Length,
 }
 
 /// One sample.
@@ -51,126 +86,103 @@ pub struct SampleRecord {
     pub sample_index: u64,
     /// Decoded response (special tokens removed).
     pub text: String,
-    /// Extracted answer (lenient extraction), if any.
+    /// Extracted answer, if any (the settings' verifier mode).
     pub answer: Option<String>,
-    /// Verdict against `gold` (math-verify tolerance).
+    /// Verdict against `gold` (the settings' verifier).
     pub correct: bool,
     pub gold: String,
     /// Generated tokens, including the stop token if one was emitted.
     pub num_tokens: u64,
-    /// "stop" (emitted a stop token) or "length" (hit max_new_tokens).
-    pub finish_reason: String,
+    pub finish_reason: FinishReason,
+    /// The generated token ids (prompt excluded), so log-probs can be recomputed exactly.
+    pub token_ids: Vec<i64>,
 }
 
 pub struct SampleStore {
     pub dir: PathBuf,
     pub settings: SampleSettings,
-}
-
-fn chunk_name(c: usize) -> String {
-    format!("{CHUNK_PREFIX}{c:06}{CHUNK_SUFFIX}")
+    run: RunDir,
 }
 
 /// Writes `bytes` to `path` durably (see [`crate::durable::write`]).
 pub fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
-    crate::durable::write(path, bytes).map_err(io_err(path))
+    crate::durable::write(path, bytes).map_err(super::io_err(path))
 }
 
-fn diff(a: &SampleSettings, b: &SampleSettings) -> String {
-    let (va, vb) = (serde_json::to_value(a).unwrap_or_default(), serde_json::to_value(b).unwrap_or_default());
-    let (Some(oa), Some(ob)) = (va.as_object(), vb.as_object()) else { return "unreadable".into() };
-    let mut out = vec![];
-    for (k, x) in oa {
-        let y = ob.get(k).cloned().unwrap_or_default();
-        if *x != y {
-            out.push(format!("{k}: stored {x}, requested {y}"));
-        }
-    }
-    out.join("; ")
+pub fn chunk_name(c: usize) -> String {
+    format!("{CHUNK_PREFIX}{c:06}{CHUNK_SUFFIX}")
+}
+
+fn chunk_index(name: &str) -> Option<usize> {
+    name.strip_prefix(CHUNK_PREFIX)?.strip_suffix(CHUNK_SUFFIX)?.parse().ok()
+}
+
+/// The samples folder's layout for [`crate::rundir`].
+pub const LAYOUT: Layout = Layout { is_result: |n| chunk_index(n).is_some() };
+
+fn parse_records(path: &Path, bytes: &[u8]) -> Result<Vec<SampleRecord>> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| SampleError::BadFile { path: path.to_path_buf(), msg: format!("not UTF-8: {e}") })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| SampleError::BadFile { path: path.to_path_buf(), msg: format!("line {}: {e}", i + 1) })
+        })
+        .collect()
 }
 
 impl SampleStore {
-    /// Opens `dir` for a run with `settings`: creates it (writing settings.json) or checks that
-    /// the stored settings are equal. Removes stray temporary files of killed runs.
+    /// Opens `dir` for a run with `settings` under the run-folder contract: takes the lock,
+    /// creates or checks `settings.json`, verifies committed chunks (moving failures aside).
     pub fn open_or_create(dir: &Path, settings: SampleSettings) -> Result<SampleStore> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let path = dir.join(SETTINGS_FILE);
-        if path.is_file() {
-            let stored = Self::read_settings(dir)?;
-            if stored != settings {
-                return Err(SampleError::SettingsMismatch { dir: dir.to_path_buf(), diff: diff(&stored, &settings) });
-            }
-        } else {
-            let text = serde_json::to_string_pretty(&settings).expect("serializable") + "\n";
-            write_durable(&path, text.as_bytes())?;
-        }
-        let store = SampleStore { dir: dir.to_path_buf(), settings };
-        store.remove_temp_files()?;
-        Ok(store)
+        let run = RunDir::open(dir, &settings, LAYOUT)?;
+        Ok(SampleStore { dir: dir.to_path_buf(), settings, run })
     }
 
-    /// Opens an existing samples directory (for evaluation).
-    pub fn open(dir: &Path) -> Result<SampleStore> {
-        Ok(SampleStore { dir: dir.to_path_buf(), settings: Self::read_settings(dir)? })
+    /// Indices of the verified, committed chunks.
+    pub fn committed_chunks(&self) -> BTreeSet<usize> {
+        self.run.entries().keys().filter_map(|n| chunk_index(n)).collect()
     }
 
-    fn read_settings(dir: &Path) -> Result<SampleSettings> {
-        let path = dir.join(SETTINGS_FILE);
-        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        serde_json::from_str(&text).map_err(|e| SampleError::BadFile { path, msg: e.to_string() })
+    /// Warnings raised while opening (chunks moved aside, …).
+    pub fn warnings(&self) -> &[String] {
+        &self.run.warnings
     }
 
-    fn remove_temp_files(&self) -> Result<()> {
-        for e in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
-            let p = e.map_err(io_err(&self.dir))?.path();
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if n.starts_with('.') && n.ends_with(".tmp") {
-                std::fs::remove_file(&p).map_err(io_err(&p))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Indices of the chunks already on disk.
-    pub fn committed_chunks(&self) -> Result<BTreeSet<usize>> {
-        let mut out = BTreeSet::new();
-        for e in std::fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
-            let p = e.map_err(io_err(&self.dir))?.path();
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(num) = n.strip_prefix(CHUNK_PREFIX).and_then(|r| r.strip_suffix(CHUNK_SUFFIX)) {
-                if let Ok(c) = num.parse::<usize>() {
-                    out.insert(c);
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// Durably writes chunk `c`.
-    pub fn commit_chunk(&self, c: usize, records: &[SampleRecord]) -> Result<()> {
+    /// Durably writes chunk `c` and records it in the manifest.
+    pub fn commit_chunk(&mut self, c: usize, records: &[SampleRecord]) -> Result<()> {
         let mut buf = Vec::new();
         for r in records {
             serde_json::to_writer(&mut buf, r).expect("serializable");
             buf.push(b'\n');
         }
-        write_durable(&self.dir.join(chunk_name(c)), &buf)
+        Ok(self.run.commit(&chunk_name(c), &buf, records.len() as u64)?)
     }
 
-    /// Every record on disk, in chunk order.
-    pub fn read_all(&self) -> Result<Vec<SampleRecord>> {
-        let mut out = Vec::new();
-        for c in self.committed_chunks()? {
-            let path = self.dir.join(chunk_name(c));
-            let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                out.push(
-                    serde_json::from_str(line).map_err(|e| SampleError::BadFile {
-                        path: path.clone(),
-                        msg: format!("line {}: {e}", i + 1),
-                    })?,
-                );
-            }
+    /// Reads a samples folder without writing to it (for evaluation): its settings and every
+    /// committed record, each chunk checked against its manifest entry (sha256 and record count).
+    /// A chunk that fails is an error; chunks not yet committed are skipped with a warning.
+    pub fn read_verified(dir: &Path) -> Result<(SampleSettings, Vec<SampleRecord>)> {
+        let v = rundir::read_verified::<SampleSettings>(dir, LAYOUT)?;
+        for n in &v.uncommitted {
+            tracing::warn!("{}: not committed (a run was interrupted); ignored", dir.join(n).display());
         }
-        Ok(out)
+        let mut out = Vec::new();
+        for e in &v.entries {
+            let path = dir.join(&e.name);
+            let bytes = rundir::read_entry(dir, e)?;
+            let recs = parse_records(&path, &bytes)?;
+            if recs.len() as u64 != e.records {
+                return Err(rundir::RunDirError::Tampered {
+                    path,
+                    msg: format!("{} records, the manifest says {}", recs.len(), e.records),
+                }
+                .into());
+            }
+            out.extend(recs);
+        }
+        Ok((v.settings, out))
     }
 }

@@ -1,0 +1,156 @@
+//! Memory plans: what a model, a generation batch or (later) a training step will allocate,
+//! computed from the config *before* allocating, so an impossible request is a one-line error
+//! instead of an abort in the allocator or a panic in libtorch.
+//!
+//! The plan is an estimate (the big buffers, not every temporary). It is checked against the
+//! memory the OS reports as available (`MemAvailable` in `/proc/meminfo`) for CPU runs. For CUDA,
+//! libtorch does not expose the free device memory through tch, so only absurd sizes (beyond any
+//! existing device, [`MAX_DEVICE_BYTES`]) are refused there.
+
+use super::{Config, ModelError, Result};
+
+/// No single accelerator has more memory than this (2 TiB); used where the real figure is unknown.
+pub const MAX_DEVICE_BYTES: f64 = 2.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0;
+
+/// Named byte counts (f64: absurd configs must not overflow while being refused).
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub items: Vec<(String, f64)>,
+}
+
+impl Plan {
+    pub fn add(&mut self, what: impl Into<String>, bytes: f64) -> &mut Self {
+        self.items.push((what.into(), bytes));
+        self
+    }
+    pub fn total(&self) -> f64 {
+        self.items.iter().map(|(_, b)| b).sum()
+    }
+    /// `what 1.2 GB + other 3.4 MB`
+    pub fn describe(&self) -> String {
+        self.items.iter().map(|(w, b)| format!("{w} {}", human_bytes(*b))).collect::<Vec<_>>().join(" + ")
+    }
+}
+
+/// `1.5 GB`, `12.0 MB`, `3.2 TB` (decimal units).
+pub fn human_bytes(b: f64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = b;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < units.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{v:.0} B")
+    } else if v >= 1e4 {
+        format!("{v:.3e} {}", units[i])
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// Bytes the OS can give this process now (Linux `MemAvailable`), if known.
+pub fn available_host_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
+/// Number of parameters of `cfg`, in f64 (never overflows).
+pub fn parameter_count(cfg: &Config) -> f64 {
+    let f = |x: i64| x as f64;
+    let (h, i, v) = (f(cfg.hidden_size), f(cfg.intermediate_size), f(cfg.vocab_size));
+    let (nh, kv, d) = (f(cfg.num_attention_heads), f(cfg.num_key_value_heads), f(cfg.head_dim));
+    let attn = h * nh * d * 2.0
+        + h * kv * d * 2.0
+        + if cfg.qkv_bias { nh * d + 2.0 * kv * d } else { 0.0 }
+        + if cfg.o_bias { h } else { 0.0 }
+        + if cfg.qk_norm { 2.0 * d } else { 0.0 };
+    let layer = attn + 3.0 * h * i + 2.0 * h;
+    v * h * if cfg.tie_word_embeddings { 1.0 } else { 2.0 } + f(cfg.num_hidden_layers) * layer + h
+}
+
+/// The dimensions a generation plan needs (from a `Config` or an ONNX export manifest).
+#[derive(Debug, Clone, Copy)]
+pub struct GenShape {
+    pub layers: f64,
+    pub kv_heads: f64,
+    pub heads: f64,
+    pub head_dim: f64,
+    pub hidden: f64,
+    pub vocab: f64,
+    /// Bytes per element of the KV cache / activations.
+    pub elt: f64,
+}
+
+impl GenShape {
+    pub fn from_config(cfg: &Config, elt: usize) -> GenShape {
+        GenShape {
+            layers: cfg.num_hidden_layers as f64,
+            kv_heads: cfg.num_key_value_heads as f64,
+            heads: cfg.num_attention_heads as f64,
+            head_dim: cfg.head_dim as f64,
+            hidden: cfg.hidden_size as f64,
+            vocab: cfg.vocab_size as f64,
+            elt: elt as f64,
+        }
+    }
+}
+
+/// The big buffers of generating `max_new` tokens for `batch` rows after prompts of `prompt_len`:
+/// the KV cache at full length, the prefill's activations and attention scores, and the
+/// per-step logits (device and host copies).
+pub fn generation_plan(s: &GenShape, batch: usize, prompt_len: usize, max_new: usize) -> Plan {
+    let (b, l, t) = (batch as f64, prompt_len as f64, (prompt_len + max_new) as f64);
+    let mut p = Plan::default();
+    p.add("KV cache", 2.0 * s.layers * b * s.kv_heads * s.head_dim * t * s.elt);
+    p.add("prefill activations", b * l * s.hidden * 8.0 * s.elt + b * s.heads * l * l * 4.0);
+    p.add("logits", b * s.vocab * 4.0 * 3.0);
+    p
+}
+
+/// Fails with [`ModelError::OutOfMemory`] if `plan` cannot fit where it will run.
+pub fn check_fits(what: &str, plan: &Plan, device: tch::Device) -> Result<()> {
+    let need = plan.total();
+    let (avail, where_) = match device {
+        tch::Device::Cpu => match available_host_bytes() {
+            Some(a) => (a, "of memory available"),
+            None => (f64::INFINITY, ""),
+        },
+        _ => (MAX_DEVICE_BYTES, "(more than any accelerator has)"),
+    };
+    if !need.is_finite() || need > avail {
+        return Err(ModelError::OutOfMemory {
+            what: what.to_string(),
+            need: human_bytes(need),
+            plan: plan.describe(),
+            avail: format!("{} {where_}", human_bytes(avail)),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(1.5e9), "1.5 GB");
+        assert_eq!(human_bytes(1.28e13), "12.8 TB");
+    }
+
+    #[test]
+    fn absurd_plans_are_refused_on_every_device() {
+        let s = GenShape { layers: 2.0, kv_heads: 2.0, heads: 4.0, head_dim: 8.0, hidden: 32.0, vocab: 1e3, elt: 4.0 };
+        let small = generation_plan(&s, 2, 10, 10);
+        assert!(small.total() < 1e6);
+        check_fits("small", &small, tch::Device::Cpu).unwrap();
+        let huge = generation_plan(&s, 1, 10, 100_000_000_000);
+        let e = check_fits("generation", &huge, tch::Device::Cuda(0)).unwrap_err().to_string();
+        assert!(e.contains("generation needs") && e.contains("KV cache"), "{e}");
+    }
+}
