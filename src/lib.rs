@@ -2,7 +2,7 @@
 //! Reinforcement in LLM Reasoning* (Zhu et al., 2025, arXiv 2506.01347).
 //!
 //! The data flows one way, and the modules follow it:
-//! [`data`] + [`prompt`] → [`model`] (tch) → train → [`export`] (ONNX) → [`sample`] (ORT) → [`eval`]
+//! [`data`] + [`prompt`] → [`model`] (tch) → [`rl`] (train) → [`export`] (ONNX) → [`sample`] (ORT) → [`eval`]
 //! (verify + pass@k) → report → golden check. [`paths`] says where installed resources live and
 //! [`runtime`] loads the native libraries (libtorch, ONNX Runtime).
 //!
@@ -18,6 +18,7 @@ pub mod fingerprint;
 pub mod model;
 pub mod paths;
 pub mod prompt;
+pub mod rl;
 pub mod rundir;
 pub mod runtime;
 pub mod sample;

@@ -31,6 +31,13 @@ enum Cmd {
     Generate(cli::model::GenerateArgs),
     /// Time one training step (forward + backward) of our tch model; see `make bench-model`.
     BenchModel(cli::model::BenchModelArgs),
+    /// Train a policy with PPO, GRPO, PSR, NSR or W-REINFORCE from a config (resumable).
+    Train(cli::train::TrainArgs),
+    /// One optimizer step of an objective on fixed rollouts (one mini-batch, on-policy).
+    TrainStep(cli::train::TrainStepArgs),
+    /// Gradients w.r.t. the logits of the PSR/NSR losses (prob and logprob forms), checked
+    /// against the closed forms.
+    GradientAnalysis(cli::train::GradientArgs),
     /// Export a Qwen2/Qwen3 checkpoint (HF layout) to ONNX with KV-cache inputs/outputs.
     Export(cli::export::ExportArgs),
     /// Sample k answers per problem with ONNX Runtime (resumable; verdicts from the verifier).
@@ -57,6 +64,9 @@ fn main() {
         Cmd::Passk(a) => cli::passk::run(a),
         Cmd::Verify(a) => cli::verify::run(a),
         Cmd::Export(a) => cli::export::run(a),
+        Cmd::Train(a) => cli::train::run_train(a),
+        Cmd::TrainStep(a) => cli::train::run_train_step(a),
+        Cmd::GradientAnalysis(a) => cli::train::run_gradient(a),
         Cmd::Sample(a) => cli::sample::run(a),
         Cmd::Eval(a) => cli::eval::run(a),
         Cmd::Logits(a) => cli::model::run_logits(a),

@@ -111,6 +111,68 @@ pub fn generation_plan(s: &GenShape, batch: usize, prompt_len: usize, max_new: u
     p
 }
 
+/// What a training run holds on one device (the `train --dry-run` plan).
+#[derive(Debug, Clone, Copy)]
+pub struct TrainShape {
+    /// Bytes per element of the compute dtype (4 f32, 2 bf16).
+    pub elt: usize,
+    /// f32 master weights beside lower-precision parameters.
+    pub master: bool,
+    /// Samples per forward/backward and their longest sequence (prompt + response).
+    pub micro_batch: usize,
+    pub seq_len: usize,
+    /// LM-head rows per chunk of the logits (see `rl::logprob::head_chunk_rows`).
+    pub head_chunk: usize,
+    /// Rows per generation call, prompt length, response length.
+    pub gen_rows: usize,
+    pub prompt_len: usize,
+    pub max_new: usize,
+    /// A frozen reference copy (GRPO/PPO with KL) and PPO's critic.
+    pub reference: bool,
+    pub critic: bool,
+    /// The attention keeps its [B, H, T, T] probabilities for the backward pass (the math SDPA
+    /// path; CUDA's flash / memory-efficient kernels keep O(T) instead).
+    pub attention_probs: bool,
+}
+
+/// The big buffers of a training step on one device: parameters, gradients, master weights,
+/// AdamW state, reference and critic copies, activations of one micro-batch (kept for the
+/// backward pass; with [`TrainShape::attention_probs`] also the attention probabilities), one
+/// LM-head chunk, and the rollout KV cache preallocated for the longest response.
+pub fn training_plan(cfg: &Config, s: &TrainShape) -> Plan {
+    let p = parameter_count(cfg);
+    let elt = s.elt as f64;
+    let mut plan = Plan::default();
+    let per_copy_train = p * (2.0 * elt + if s.master { 4.0 } else { 0.0 } + 8.0);
+    plan.add("policy parameters", p * elt);
+    plan.add("gradients", p * elt);
+    if s.master {
+        plan.add("f32 master weights", p * 4.0);
+    }
+    plan.add("AdamW state (f32 m, v)", p * 8.0);
+    if s.reference {
+        plan.add("reference policy", p * elt);
+    }
+    if s.critic {
+        plan.add("critic (parameters, gradients, master, AdamW)", per_copy_train);
+    }
+    let (b, t) = (s.micro_batch as f64, s.seq_len as f64);
+    let (c, i, l, h) = (
+        cfg.hidden_size as f64,
+        cfg.intermediate_size as f64,
+        cfg.num_hidden_layers as f64,
+        cfg.num_attention_heads as f64,
+    );
+    plan.add("activations of one micro-batch", l * b * t * (8.0 * c + 4.0 * i) * elt);
+    if s.attention_probs {
+        plan.add("attention probabilities of one micro-batch", l * b * h * t * t * elt);
+    }
+    plan.add("LM-head chunk (f32 logits, log-softmax, grad)", s.head_chunk as f64 * cfg.vocab_size as f64 * 4.0 * 3.0);
+    let g = generation_plan(&GenShape::from_config(cfg, s.elt), s.gen_rows, s.prompt_len, s.max_new);
+    plan.add("rollout KV cache + prefill + logits", g.total());
+    plan
+}
+
 /// Fails with [`ModelError::OutOfMemory`] if `plan` cannot fit where it will run.
 pub fn check_fits(what: &str, plan: &Plan, device: tch::Device) -> Result<()> {
     let need = plan.total();

@@ -54,11 +54,12 @@ impl RmsNorm {
     pub fn new(vs: nn::Path, dim: i64, eps: f64) -> Self {
         RmsNorm { weight: param(&vs, "weight", &[dim]), eps }
     }
-    /// x: [.., dim] → [.., dim] (same dtype as x)
+    /// x: [.., dim] → [.., dim] (same dtype as x), computed in f32 (f64 for f64 inputs).
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let kind = x.kind();
-        let xf = x.to_kind(Kind::Float);
-        let var = xf.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float); // [.., 1]
+        let acc = if kind == Kind::Double { Kind::Double } else { Kind::Float };
+        let xf = x.to_kind(acc);
+        let var = xf.pow_tensor_scalar(2).mean_dim(-1, true, acc); // [.., 1]
         let normed = (xf * (var + self.eps).rsqrt()).to_kind(kind);
         &self.weight * normed
     }

@@ -1,23 +1,37 @@
 //! Helpers shared by integration tests (`mod common;` in each test file that needs them).
 #![allow(dead_code)]
 
+use rand::{Rng, SeedableRng};
 use rlvr_decomp::model::{self, Config, SaveOptions};
 use std::path::Path;
 
 /// Saves a random model built by our tch code from an HF `config.json` value into `dir`
-/// (HF layout). Norm weights are 1, every other weight is N(0, 0.5²), seeded by `seed`.
+/// (HF layout). Norm weights are 1, every other weight is N(0, 0.5²), drawn from a ChaCha stream
+/// seeded by `seed` and the tensor's name (never libtorch's global RNG, which tests running in
+/// parallel threads would share).
 pub fn save_random_hf_model(dir: &Path, cfg_json: &serde_json::Value, seed: i64) {
     let cfg = Config::from_json_str(&cfg_json.to_string(), Path::new("config.json")).unwrap();
-    tch::manual_seed(seed);
     let vs = tch::nn::VarStore::new(tch::Device::Cpu);
     let _m = model::Qwen::new(&cfg, vs.root());
+    let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
-        for (name, mut v) in vs.variables() {
+        for (name, mut v) in vars {
             if name.ends_with("norm.weight") {
                 let _ = v.fill_(1.0);
-            } else {
-                v.copy_(&(tch::Tensor::randn(v.size(), (tch::Kind::Float, tch::Device::Cpu)) * 0.5));
+                continue;
             }
+            let tag = name
+                .bytes()
+                .fold(seed as u64 ^ 0x9E37_79B9_7F4A_7C15, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(tag);
+            let vals: Vec<f32> = (0..v.numel())
+                .map(|_| {
+                    let (u1, u2): (f64, f64) = (rng.gen_range(f64::EPSILON..1.0), rng.gen());
+                    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * 0.5) as f32
+                })
+                .collect();
+            v.copy_(&tch::Tensor::from_slice(&vals).view(v.size().as_slice()));
         }
     });
     model::save_checkpoint(&vs, &cfg, dir, &SaveOptions::default()).unwrap();

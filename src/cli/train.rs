@@ -1,0 +1,327 @@
+//! `train`, `train-step`, `gradient-analysis`: RL training and its analyses (library: `rl`).
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rlvr_decomp::model::{self, memory, DType};
+use rlvr_decomp::rl::critic::Critic;
+use rlvr_decomp::rl::gradient::{self, AnalysisDType};
+use rlvr_decomp::rl::optim::AdamW;
+use rlvr_decomp::rl::update::{self, CriticConfig, Learner, UpdateConfig};
+use rlvr_decomp::rl::{config, rollout, trainer, ObjectiveConfig, OptimConfig, TrainConfig};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Experiment config (TOML; presets in paper/configs/).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override any config key, e.g. --set objective.kind=nsr --set optim.lr=1e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Continue the run in --out from its newest checkpoint (the settings must match).
+    #[arg(long)]
+    pub resume: bool,
+    /// Print the resolved config and a memory plan per device, then exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run folder (default: results/<config file name without .toml>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+fn dry_run(cfg: &TrainConfig) -> Result<()> {
+    let cfg_path = {
+        let in_model = cfg.model.path.join("config.json");
+        match (&cfg.model.config, in_model.is_file()) {
+            (_, true) => in_model,
+            (Some(c), false) => c.clone(),
+            (None, false) => bail!(
+                "{} not found: give model.config = a config.json to plan with (the presets name one in paper/models/)",
+                in_model.display()
+            ),
+        }
+    };
+    let mcfg = model::Config::from_path(&cfg_path)?;
+    let dtype: DType = cfg.model.dtype.parse()?;
+    let max_prompt = match &cfg.task {
+        config::TaskSection::Math(m) => m.max_prompt_tokens,
+    };
+    let shape = memory::TrainShape {
+        elt: dtype.kind().elt_size_in_bytes(),
+        master: dtype != DType::F32,
+        micro_batch: cfg.train.micro_batch,
+        seq_len: max_prompt + cfg.rollout.max_new_tokens,
+        head_chunk: rlvr_decomp::rl::logprob::head_chunk_rows(mcfg.vocab_size) as usize,
+        gen_rows: cfg.rollout.batch,
+        prompt_len: max_prompt,
+        max_new: cfg.rollout.max_new_tokens,
+        reference: cfg.objective.kind.uses_reference(cfg.objective.kl()),
+        critic: cfg.objective.kind == rlvr_decomp::rl::ObjectiveKind::Ppo,
+        attention_probs: !cfg.model.device.starts_with("cuda"),
+    };
+    let plan = memory::training_plan(&mcfg, &shape);
+    println!("# resolved config\n{}", cfg.to_toml());
+    println!(
+        "# memory plan, device {} ({} parameters, {dtype}; from {})",
+        cfg.model.device,
+        memory::parameter_count(&mcfg),
+        cfg_path.display()
+    );
+    for (what, b) in &plan.items {
+        println!("#   {what:<48} {:>12}", memory::human_bytes(*b));
+    }
+    println!("#   {:<48} {:>12}", "total", memory::human_bytes(plan.total()));
+    println!("# (one process holds all of it: data-parallel sharding and gradient checkpointing are not built yet)");
+    println!(
+        "# rollout batch {} samples ({} prompts × {}), {} optimizer steps per batch of {} samples",
+        cfg.rollout.prompts_per_step * cfg.rollout.n,
+        cfg.rollout.prompts_per_step,
+        cfg.rollout.n,
+        cfg.train.mini_batches,
+        cfg.mini_batch_size()
+    );
+    Ok(())
+}
+
+pub fn run_train(args: TrainArgs) -> Result<()> {
+    let cfg = TrainConfig::load(&args.config, &args.sets)?;
+    if args.dry_run {
+        return dry_run(&cfg);
+    }
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => {
+            let stem =
+                args.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+            PathBuf::from("results").join(stem)
+        }
+    };
+    let eos = model::Config::from_path(&cfg.model.path)?.eos_token_ids;
+    let task = trainer::build_task(&cfg, &eos)?;
+    let pb = ProgressBar::new(cfg.train.steps as u64);
+    let tty = std::io::stderr().is_terminal();
+    if !tty {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template("step {pos}/{len} {bar:30} {msg} ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut first = true;
+    let mut on_step = |m: &rlvr_decomp::rl::metrics::StepMetrics, total: usize| {
+        if first {
+            pb.set_position(m.step as u64 - 1);
+            pb.reset_eta();
+            first = false;
+        }
+        pb.set_position(m.step as u64);
+        let line = format!(
+            "correct {:.3}, kept {}, loss {:+.4}, grad {:.3}, clip {:.4}, {:.1}+{:.1} s",
+            m.correct_ratio,
+            m.update.kept_samples,
+            m.update.loss,
+            m.update.grad_norm,
+            m.update.clip_frac,
+            m.time_rollout_s,
+            m.time_update_s
+        );
+        if tty {
+            pb.set_message(line);
+        } else {
+            tracing::info!("step {}/{total}: {line}", m.step);
+        }
+    };
+    let s = trainer::train(&cfg, &out, task.as_ref(), args.resume, &mut on_step)
+        .with_context(|| format!("training into {}", out.display()))?;
+    pb.finish_and_clear();
+    println!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainStepArgs {
+    /// HF model folder (the policy before the step).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Rollouts JSONL: {"group", "prompt_ids", "response_ids", "reward": 0|1} per line.
+    #[arg(long, value_name = "FILE")]
+    pub rollouts: PathBuf,
+    /// Config TOML; only [objective] and [optim] are read (keys left out: the paper's defaults).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Output folder: the updated model (HF layout) and step.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Rollouts per forward/backward (default: all of them at once).
+    #[arg(long)]
+    pub micro_batch: Option<usize>,
+    #[command(flatten)]
+    pub dev: super::model::DeviceArgs,
+}
+
+pub fn run_train_step(args: TrainStepArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
+    let mut table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
+    config::apply_overrides(&mut table, &args.sets)?;
+    let section = |name: &str| table.get(name).cloned().unwrap_or_else(|| toml::Value::Table(Default::default()));
+    let mut objective: ObjectiveConfig = section("objective")
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: [objective]: {}", args.config.display(), e.message()))?;
+    objective.resolve();
+    objective.validate().map_err(anyhow::Error::msg)?;
+    let optim: OptimConfig = section("optim")
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: [optim]: {}", args.config.display(), e.message()))?;
+    optim.validate("optim").map_err(anyhow::Error::msg)?;
+
+    let rollouts = rollout::read_jsonl(&args.rollouts)?;
+    let device = model::parse_device(&args.dev.device)?;
+    let dtype: DType = args.dev.dtype.parse()?;
+    let policy = model::load_model(&args.model, device, dtype)?;
+    rollout::check_vocab(&rollouts, policy.cfg.vocab_size)?;
+    let mut opt = AdamW::new(policy.vs.variables().into_iter().collect(), optim.clone())?;
+    let reference = if objective.kind.uses_reference(objective.kl()) {
+        Some(model::load_model(&args.model, device, dtype)?)
+    } else {
+        None
+    };
+    let ccfg = CriticConfig::default();
+    let mut critic = if objective.kind == rlvr_decomp::rl::ObjectiveKind::Ppo {
+        let c = Critic::init(&args.model, device, dtype, 0)?;
+        let o = AdamW::new(c.trainable(), OptimConfig { lr: ccfg.lr, ..optim.clone() })?;
+        Some((c, o))
+    } else {
+        None
+    };
+    let pad = policy.cfg.pad_token_id.or(policy.cfg.eos_token_ids.first().copied()).unwrap_or(0);
+    let mut learner = Learner {
+        policy: &policy,
+        opt: &mut opt,
+        reference: reference.as_ref(),
+        critic: critic.as_mut().map(|(c, o)| (&*c, o)),
+        pad,
+    };
+    let cfg = UpdateConfig {
+        objective,
+        mini_batch_size: rollouts.len(),
+        micro_batch: args.micro_batch.unwrap_or(rollouts.len()),
+        critic: ccfg,
+    };
+    let stats = update::update(&mut learner, &rollouts, &cfg)?;
+    policy.save(&args.out, &Default::default())?;
+    let json = serde_json::json!({
+        "objective": cfg.objective,
+        "optim": optim,
+        "rollouts": rollouts.len(),
+        "loss": stats.loss,
+        "pg_loss": stats.pg_loss,
+        "entropy": stats.entropy,
+        "kl": stats.kl,
+        "grad_norm": stats.grad_norm,
+        "kept_samples": stats.kept_samples,
+        "kept_tokens": stats.kept_tokens,
+        "clip_frac": stats.clip_frac,
+        "max_abs_log_ratio": stats.max_abs_log_ratio,
+        "optimizer_steps": stats.optimizer_steps,
+        "skipped_steps": stats.skipped_steps,
+        "value_loss": stats.value_loss,
+    });
+    super::write_json_atomic(&args.out.join("step.json"), &json)?;
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct GradientArgs {
+    /// HF model folder.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Comma-separated prompt token ids (or use --dataset/--index).
+    #[arg(long, conflicts_with = "dataset")]
+    pub prompt_ids: Option<String>,
+    /// Comma-separated response token ids (default with --dataset: a response sampled by the model).
+    #[arg(long)]
+    pub response_ids: Option<String>,
+    /// Take the prompt from a dataset problem (rendered with --template, tokenized with the
+    /// model folder's tokenizer.json or the project's).
+    #[arg(long, value_enum)]
+    pub dataset: Option<rlvr_decomp::data::Dataset>,
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
+    #[arg(long, value_enum, default_value = "qwen2.5-math")]
+    pub template: rlvr_decomp::prompt::Template,
+    /// Sampling of the response when --response-ids is not given.
+    #[arg(long, default_value_t = 32)]
+    pub max_new_tokens: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Precision of the analysis.
+    #[arg(long, value_enum, default_value = "f64")]
+    pub dtype: AnalysisDType,
+    /// Unsampled tokens listed per position in the summary.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Output JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: super::DataPathArgs,
+}
+
+fn parse_ids(s: &str, flag: &str) -> Result<Vec<i64>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<i64>().with_context(|| format!("bad token id {t:?} in {flag}")))
+        .collect()
+}
+
+pub fn run_gradient(args: GradientArgs) -> Result<()> {
+    let lm = model::load_model(&args.model, tch::Device::Cpu, DType::F32)?;
+    let prompt = match (&args.prompt_ids, args.dataset) {
+        (Some(p), _) => parse_ids(p, "--prompt-ids")?,
+        (None, Some(ds)) => {
+            let problems = rlvr_decomp::data::load(ds, &args.data.roots())?;
+            let p = problems
+                .get(args.index)
+                .with_context(|| format!("--index {} out of range ({} problems)", args.index, problems.len()))?;
+            let tok_path = Some(args.model.join("tokenizer.json")).filter(|p| p.is_file());
+            let tok = rlvr_decomp::prompt::QwenTokenizer::from_file(&rlvr_decomp::paths::tokenizer_path(
+                tok_path.as_deref(),
+            ))?;
+            tok.encode(&args.template.render(&p.problem))?.into_iter().map(i64::from).collect()
+        }
+        (None, None) => bail!("give --prompt-ids or --dataset"),
+    };
+    let response = match &args.response_ids {
+        Some(r) => parse_ids(r, "--response-ids")?,
+        None => {
+            let params = model::SamplingParams {
+                temperature: args.temperature,
+                max_new_tokens: args.max_new_tokens,
+                stop_ids: lm.cfg.eos_token_ids.clone(),
+                ..Default::default()
+            };
+            let req = model::GenRequest { prompt: prompt.clone(), problem_id: 0, sample_idx: 0 };
+            let pad = lm.cfg.pad_token_id.unwrap_or(0);
+            model::generate(&lm.model, &[req], &params, args.seed, pad)?.remove(0).tokens
+        }
+    };
+    let a = gradient::analyse(&lm.model, &prompt, &response, args.dtype, args.top)?;
+    tracing::info!(
+        "{} response tokens; max |autograd − closed form| = {:.3e} ({:?})",
+        a.tokens.len(),
+        a.max_abs_diff,
+        args.dtype
+    );
+    let mut json = serde_json::to_value(&a)?;
+    json["prompt_ids"] = serde_json::json!(prompt);
+    super::write_json_atomic(Path::new(&args.out), &json)?;
+    println!("{}", serde_json::json!({"out": args.out, "tokens": a.tokens.len(), "max_abs_diff": a.max_abs_diff}));
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! The training loop: each step samples `prompts_per_step × n` rollouts from the current policy,
+//! scores them, updates ([`crate::rl::update`]), logs metrics, and every `checkpoint.every` steps
+//! writes a crash-safe checkpoint. `kill -9` at any moment, then `--resume`, continues from the
+//! last checkpoint and ends (on CPU) with exactly the weights and metrics of an uninterrupted run.
+//!
+//! The run folder (`results/<run>/`) is a [`crate::rundir`] run folder:
+//!
+//! | file | what |
+//! |---|---|
+//! | `settings.json` | the resolved config (less `train.steps`, `checkpoint.keep`), the base model's and the task's fingerprints: a resume with anything else is refused |
+//! | `config.toml` | the resolved config, every key |
+//! | `metrics.jsonl`, `metrics.parquet` | one row per step ([`super::metrics::StepMetrics`]) |
+//! | `eval_metrics.jsonl`, `.parquet` | one row per (evaluation step, held-out set) |
+//! | `checkpoints/step-NNNNNN/` | `policy/` (HF layout + fingerprint), `optimizer.safetensors`, `critic/` + `critic_optimizer.safetensors` (PPO), `state.json` |
+//! | `checkpoints/latest.json` | the newest complete checkpoint (written after it is in place) |
+//!
+//! Nothing here draws from a global RNG: the data order of epoch e is a permutation seeded by
+//! (seed, e); rollout r of prompt p at step s is seeded by (seed, s, p, r).
+
+use super::config::{TaskSection, TrainConfig};
+use super::critic::Critic;
+use super::logprob::token_stats;
+use super::metrics::{EvalMetrics, Log, StepMetrics, EVAL_JSONL, EVAL_PARQUET, METRICS_JSONL, METRICS_PARQUET};
+use super::optim::{AdamW, OptimConfig};
+use super::rollout::{self, Rollout};
+use super::task::{MathTask, Task, TaskItem};
+use super::update::{update, Learner, UpdateConfig};
+use super::{io_err, ObjectiveKind, Result, RlError};
+use crate::model::{self, DType, LoadedModel, SamplingParams};
+use crate::rundir::{Layout, RunDir};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::Tensor;
+
+pub const CHECKPOINTS: &str = "checkpoints";
+pub const LATEST: &str = "latest.json";
+pub const CONFIG_FILE: &str = "config.toml";
+const OPT_FILE: &str = "optimizer.safetensors";
+const CRITIC_OPT_FILE: &str = "critic_optimizer.safetensors";
+const STATE_FILE: &str = "state.json";
+
+/// The run folder's layout: results are checkpoints (verified by their fingerprints) and logs.
+const LAYOUT: Layout = Layout { is_result: |_| false };
+
+/// `state.json` of a checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    pub step: usize,
+    /// The data cursor after this step: epoch and position within its permutation.
+    pub epoch: usize,
+    pub position: usize,
+    pub policy_fingerprint: String,
+    pub optimizer_sha256: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critic_optimizer_sha256: Option<String>,
+}
+
+/// `checkpoints/latest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Latest {
+    pub step: usize,
+    pub dir: String,
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A seed for (run seed, purpose, index): stable across versions and platforms.
+pub fn derive_seed(seed: u64, purpose: &str, index: u64) -> u64 {
+    let tag = purpose.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    splitmix64(splitmix64(seed ^ tag) ^ index)
+}
+
+/// The prompts of step `step` (1-based): epoch-wise seeded permutations, `drop_last` like verl.
+/// Returns (item indices, epoch, position after the step).
+pub fn step_prompts(
+    n_items: usize,
+    per_step: usize,
+    seed: u64,
+    shuffle: bool,
+    step: usize,
+) -> (Vec<usize>, usize, usize) {
+    let per_epoch = (n_items / per_step).max(1);
+    let epoch = (step - 1) / per_epoch;
+    let k = (step - 1) % per_epoch;
+    let mut perm: Vec<usize> = (0..n_items).collect();
+    if shuffle {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(seed, "epoch", epoch as u64));
+        perm.shuffle(&mut rng);
+    }
+    // With fewer items than a step needs, the permutation wraps (a tiny task in tests).
+    let idx = (0..per_step).map(|j| perm[(k * per_step + j) % n_items]).collect();
+    (idx, epoch, (k + 1) * per_step)
+}
+
+/// Builds the task a config names.
+pub fn build_task(cfg: &TrainConfig, model_eos: &[i64]) -> Result<Box<dyn Task>> {
+    match &cfg.task {
+        TaskSection::Math(m) => Ok(Box::new(MathTask::new(m, &cfg.model.path, model_eos)?)),
+    }
+}
+
+/// What a finished `train` call did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    pub steps_done: usize,
+    pub resumed_from: Option<usize>,
+    pub final_checkpoint: Option<PathBuf>,
+    pub last: Option<StepMetrics>,
+}
+
+/// Per-step callback (progress bars, logs).
+pub type OnStep<'a> = &'a mut dyn FnMut(&StepMetrics, usize);
+
+struct State {
+    policy: LoadedModel,
+    opt: AdamW,
+    reference: Option<LoadedModel>,
+    critic: Option<(Critic, AdamW)>,
+}
+
+fn dtype_of(cfg: &TrainConfig) -> Result<DType> {
+    cfg.model.dtype.parse::<DType>().map_err(|e| RlError::Config(format!("model.dtype: {e}")))
+}
+
+/// Trains as `cfg` says into `run_dir` on `task` (`resume`: continue from the newest checkpoint).
+pub fn train(
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    task: &dyn Task,
+    resume: bool,
+    on_step: OnStep<'_>,
+) -> Result<TrainSummary> {
+    cfg.validate()?;
+    let device = model::parse_device(&cfg.model.device)?;
+    if cfg.model.threads > 0 {
+        tch::set_num_threads(cfg.model.threads as i32);
+    }
+    let dtype = dtype_of(cfg)?;
+    let policy = model::load_model(&cfg.model.path, device, dtype)?;
+    let settings = serde_json::json!({
+        "config": cfg.settings_value(),
+        "base_model": policy.fingerprint.sha256,
+        "task": task.fingerprint(),
+    });
+    // Held for the whole run: the lock, and the settings check.
+    let _run = RunDir::open(run_dir, &settings, LAYOUT)?;
+    let ckpts = run_dir.join(CHECKPOINTS);
+    let latest = read_latest(&ckpts)?;
+    let metrics = Log::new(run_dir, METRICS_JSONL, METRICS_PARQUET);
+    let evals = Log::new(run_dir, EVAL_JSONL, EVAL_PARQUET);
+    if !resume && (latest.is_some() || !metrics.rows()?.is_empty()) {
+        return Err(RlError::Config(format!(
+            "{} already holds a run; pass --resume to continue it, or choose another folder",
+            run_dir.display()
+        )));
+    }
+    crate::durable::write(&run_dir.join(CONFIG_FILE), cfg.to_toml().as_bytes()).map_err(io_err(run_dir))?;
+
+    let trainable = |lm: &LoadedModel| lm.vs.variables().into_iter().collect::<Vec<_>>();
+    let opt = AdamW::new(trainable(&policy), cfg.optim.clone())?;
+    let kl = cfg.objective.kl();
+    let reference = if cfg.objective.kind.uses_reference(kl) {
+        Some(model::load_model(&cfg.model.path, device, dtype)?)
+    } else {
+        None
+    };
+    let critic = if cfg.objective.kind == ObjectiveKind::Ppo {
+        let c = Critic::init(&cfg.model.path, device, dtype, derive_seed(cfg.train.seed, "critic-head", 0))?;
+        let copt = AdamW::new(c.trainable(), OptimConfig { lr: cfg.critic.lr, ..cfg.optim.clone() })?;
+        Some((c, copt))
+    } else {
+        None
+    };
+    let mut st = State { policy, opt, reference, critic };
+
+    let mut start = 0;
+    if let Some(l) = &latest {
+        load_checkpoint(&mut st, &ckpts.join(&l.dir), device, dtype)?;
+        start = l.step;
+        tracing::info!("resuming from {} (step {})", ckpts.join(&l.dir).display(), l.step);
+    }
+    metrics.truncate_to(start)?;
+    evals.truncate_to(start)?;
+    let resumed_from = latest.as_ref().map(|l| l.step);
+
+    let items = task.train_items();
+    let upd = UpdateConfig {
+        objective: cfg.objective.clone(),
+        mini_batch_size: cfg.mini_batch_size(),
+        micro_batch: cfg.train.micro_batch,
+        critic: cfg.critic.clone(),
+    };
+    let r = &cfg.rollout;
+    let params = SamplingParams {
+        temperature: r.temperature,
+        top_p: r.top_p,
+        top_k: r.top_k,
+        max_new_tokens: r.max_new_tokens,
+        stop_ids: task.stop_ids(),
+    };
+    if start == 0 && cfg.eval.every > 0 && cfg.eval.before_train {
+        run_eval(cfg, task, &st.policy, 0, &evals)?;
+    }
+    let mut last = None;
+    let mut final_ckpt = latest.as_ref().map(|l| ckpts.join(&l.dir));
+    for step in start + 1..=cfg.train.steps {
+        let (idx, epoch, position) =
+            step_prompts(items.len(), r.prompts_per_step, cfg.train.seed, cfg.train.shuffle, step);
+        let step_items: Vec<&TaskItem> = idx.iter().map(|&i| &items[i]).collect();
+        let t0 = Instant::now();
+        let base_seed = derive_seed(cfg.train.seed, "rollout", step as u64);
+        let rollouts = rollout::generate(&st.policy.model, task, &step_items, r.n, &params, base_seed, r.batch)?;
+        let t_roll = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
+        let mut learner = Learner {
+            policy: &st.policy,
+            opt: &mut st.opt,
+            reference: st.reference.as_ref(),
+            critic: st.critic.as_mut().map(|(c, o)| (&*c, o)),
+            pad: task.pad_id(),
+        };
+        let u = update(&mut learner, &rollouts, &upd)?;
+        let t_upd = t1.elapsed().as_secs_f64();
+        let m = step_metrics(step, epoch, &rollouts, &params, u, t_roll, t_upd);
+        metrics.append(&m)?;
+        on_step(&m, cfg.train.steps);
+        if cfg.eval.every > 0 && step % cfg.eval.every == 0 {
+            run_eval(cfg, task, &st.policy, step, &evals)?;
+        }
+        let every = cfg.checkpoint.every;
+        if step == cfg.train.steps || (every > 0 && step % every == 0) {
+            final_ckpt = Some(save_checkpoint(&st, &ckpts, step, epoch, position, cfg.checkpoint.keep)?);
+            metrics.write_parquet()?;
+            evals.write_parquet()?;
+        }
+        last = Some(m);
+    }
+    metrics.write_parquet()?;
+    evals.write_parquet()?;
+    Ok(TrainSummary {
+        run_dir: run_dir.to_path_buf(),
+        steps_done: cfg.train.steps,
+        resumed_from,
+        final_checkpoint: final_ckpt,
+        last,
+    })
+}
+
+fn step_metrics(
+    step: usize,
+    epoch: usize,
+    rollouts: &[Rollout],
+    params: &SamplingParams,
+    update: super::update::UpdateStats,
+    t_roll: f64,
+    t_upd: f64,
+) -> StepMetrics {
+    let mut groups: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for r in rollouts {
+        let g = groups.entry(&r.group).or_default();
+        g.0 += 1;
+        g.1 += r.correct() as usize;
+    }
+    let n = rollouts.len().max(1) as f64;
+    let gen_tokens: usize = rollouts.iter().map(|r| r.response_ids.len()).sum();
+    let all_tokens: usize = rollouts.iter().map(|r| r.response_ids.len() + r.prompt_ids.len()).sum();
+    let truncated = rollouts
+        .iter()
+        .filter(|r| {
+            r.response_ids.len() >= params.max_new_tokens
+                && !params.stop_ids.contains(r.response_ids.last().unwrap_or(&-1))
+        })
+        .count();
+    StepMetrics {
+        step,
+        epoch,
+        prompts: groups.len(),
+        correct_ratio: rollouts.iter().filter(|r| r.correct()).count() as f64 / n,
+        fully_solved_ratio: groups.values().filter(|(t, c)| c == t).count() as f64 / groups.len().max(1) as f64,
+        fully_unsolved_ratio: groups.values().filter(|(_, c)| *c == 0).count() as f64 / groups.len().max(1) as f64,
+        response_length_mean: gen_tokens as f64 / n,
+        response_length_max: rollouts.iter().map(|r| r.response_ids.len()).max().unwrap_or(0),
+        truncated_ratio: truncated as f64 / n,
+        update,
+        time_rollout_s: t_roll,
+        time_rollout_tokens_per_s: gen_tokens as f64 / t_roll.max(1e-9),
+        time_update_s: t_upd,
+        time_update_tokens_per_s: all_tokens as f64 / t_upd.max(1e-9),
+        extra: Default::default(),
+    }
+}
+
+/// Validation generations on every held-out set: accuracy and mean token entropy.
+fn run_eval(cfg: &TrainConfig, task: &dyn Task, policy: &LoadedModel, step: usize, log: &Log) -> Result<()> {
+    let e = &cfg.eval;
+    let params = SamplingParams {
+        temperature: e.temperature,
+        top_p: e.top_p,
+        top_k: e.top_k,
+        max_new_tokens: e.max_new_tokens,
+        stop_ids: task.stop_ids(),
+    };
+    for (name, items) in task.eval_sets() {
+        if items.is_empty() {
+            continue;
+        }
+        let t0 = Instant::now();
+        let refs: Vec<&TaskItem> = items.iter().collect();
+        let seed = derive_seed(cfg.train.seed, "eval", step as u64);
+        let rollouts = rollout::generate(&policy.model, task, &refs, e.n, &params, seed, e.batch)?;
+        let rows: Vec<&Rollout> = rollouts.iter().collect();
+        let (_, ent) = token_stats(&policy.model, &rows, cfg.train.micro_batch, task.pad_id())?;
+        let mut off = 0;
+        let mut per_seq = 0.0;
+        for r in &rollouts {
+            let n = r.response_ids.len();
+            per_seq += ent[off..off + n].iter().map(|&x| x as f64).sum::<f64>() / n.max(1) as f64;
+            off += n;
+        }
+        let m = EvalMetrics {
+            step,
+            dataset: name.clone(),
+            problems: items.len(),
+            samples: rollouts.len(),
+            accuracy: rollouts.iter().filter(|r| r.correct()).count() as f64 / rollouts.len() as f64,
+            entropy: per_seq / rollouts.len() as f64,
+            response_length_mean: rollouts.iter().map(|r| r.response_ids.len()).sum::<usize>() as f64
+                / rollouts.len() as f64,
+            time_s: t0.elapsed().as_secs_f64(),
+        };
+        tracing::info!("eval step {step} {name}: accuracy {:.4}, entropy {:.4}", m.accuracy, m.entropy);
+        log.append(&m)?;
+    }
+    Ok(())
+}
+
+fn read_latest(ckpts: &Path) -> Result<Option<Latest>> {
+    let path = ckpts.join(LATEST);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => {
+            serde_json::from_str(&t).map(Some).map_err(|e| RlError::Checkpoint(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err(&path)(e)),
+    }
+}
+
+fn write_tensors(tensors: &[(String, Tensor)], path: &Path) -> Result<String> {
+    let cpu: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu))).collect();
+    Tensor::write_safetensors(&cpu, path).map_err(|e| RlError::Checkpoint(format!("{}: {e}", path.display())))?;
+    Ok(crate::fingerprint::digest_file(path)?.sha256)
+}
+
+fn read_tensors(path: &Path, sha: &str) -> Result<Vec<(String, Tensor)>> {
+    let got = crate::fingerprint::digest_file(path)?.sha256;
+    if got != sha {
+        return Err(RlError::Checkpoint(format!(
+            "{} does not match the sha256 in state.json: the checkpoint changed after it was written",
+            path.display()
+        )));
+    }
+    Tensor::read_safetensors(path).map_err(|e| RlError::Checkpoint(format!("{}: {e}", path.display())))
+}
+
+/// Writes `checkpoints/step-NNNNNN/` whole (staging folder, then swapped in), then points
+/// `latest.json` at it, then prunes to the newest `keep`.
+fn save_checkpoint(
+    st: &State,
+    ckpts: &Path,
+    step: usize,
+    epoch: usize,
+    position: usize,
+    keep: usize,
+) -> Result<PathBuf> {
+    let name = format!("step-{step:06}");
+    let dir = ckpts.join(&name);
+    let stage = crate::durable::staging_dir(&dir).map_err(io_err(&dir))?;
+    let fp = st.policy.save(&stage.join("policy"), &Default::default())?;
+    let optimizer_sha256 = write_tensors(&st.opt.state(), &stage.join(OPT_FILE))?;
+    let critic_optimizer_sha256 = match &st.critic {
+        Some((c, copt)) => {
+            c.save(&stage.join("critic"))?;
+            Some(write_tensors(&copt.state(), &stage.join(CRITIC_OPT_FILE))?)
+        }
+        None => None,
+    };
+    let state = CheckpointState {
+        step,
+        epoch,
+        position,
+        policy_fingerprint: fp.sha256,
+        optimizer_sha256,
+        critic_optimizer_sha256,
+    };
+    let spath = stage.join(STATE_FILE);
+    std::fs::write(&spath, serde_json::to_string_pretty(&state).expect("serializable")).map_err(io_err(&spath))?;
+    crate::durable::replace_dir(&stage, &dir).map_err(io_err(&dir))?;
+    let latest = Latest { step, dir: name.clone() };
+    let lpath = ckpts.join(LATEST);
+    crate::durable::write(&lpath, serde_json::to_string_pretty(&latest).expect("serializable").as_bytes())
+        .map_err(io_err(&lpath))?;
+    if keep > 0 {
+        let mut steps: Vec<String> = std::fs::read_dir(ckpts)
+            .map_err(io_err(ckpts))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .filter(|n| n.starts_with("step-") && *n != name)
+            .collect();
+        steps.sort();
+        let excess = (steps.len() + 1).saturating_sub(keep);
+        for old in steps.iter().take(excess) {
+            std::fs::remove_dir_all(ckpts.join(old)).map_err(io_err(&ckpts.join(old)))?;
+        }
+    }
+    Ok(dir)
+}
+
+fn load_checkpoint(st: &mut State, dir: &Path, device: tch::Device, dtype: DType) -> Result<()> {
+    let spath = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&spath).map_err(io_err(&spath))?;
+    let state: CheckpointState =
+        serde_json::from_str(&text).map_err(|e| RlError::Checkpoint(format!("{}: {e}", spath.display())))?;
+    let pdir = dir.join("policy");
+    let fp = crate::fingerprint::verify(&pdir, &[], Some("checkpoint"))?;
+    if fp.sha256 != state.policy_fingerprint {
+        return Err(RlError::Checkpoint(format!(
+            "{}: the policy's fingerprint differs from state.json",
+            pdir.display()
+        )));
+    }
+    let weights = model::checkpoint::WeightFiles::open(&pdir)?;
+    model::checkpoint::load_weights(&st.policy.vs, &weights)?;
+    st.opt.load_state(read_tensors(&dir.join(OPT_FILE), &state.optimizer_sha256)?)?;
+    if let Some((critic, copt)) = &mut st.critic {
+        let sha = state
+            .critic_optimizer_sha256
+            .as_deref()
+            .ok_or_else(|| RlError::Checkpoint(format!("{}: no critic optimizer state", spath.display())))?;
+        *critic = Critic::load(&dir.join("critic"), device, dtype)?;
+        let mut fresh = AdamW::new(critic.trainable(), copt.cfg.clone())?;
+        fresh.load_state(read_tensors(&dir.join(CRITIC_OPT_FILE), sha)?)?;
+        *copt = fresh;
+    }
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! One update on a rollout batch: advantages → the sample set S → mini-batches → one AdamW step
+//! each (and one critic step each, for PPO). Shared by `train` and `train-step`.
+//!
+//! The reference code's structure (verl `RayPPOTrainer.fit` + `dp_actor.update_policy`):
+//! 1. old log-probs are recomputed by a teacher-forced forward of the rollout policy, with the
+//!    very micro-batches the update will use, so the first mini-batch has ratio exactly 1;
+//! 2. PSR and NSR drop the other class before the batch is split (`loss_norm = "kept-tokens"`):
+//!    the kept samples, in order, are cut into mini-batches of `mini_batch_size` samples, so they
+//!    take ⌈kept / mini_batch_size⌉ optimizer steps; with `"all-tokens"` every sample stays (A = 0
+//!    for the filtered ones);
+//! 3. each mini-batch's loss is token-mean over its samples (see [`crate::rl::loss`]), accumulated
+//!    over micro-batches of `micro_batch` samples, then one clipped AdamW step.
+//!
+//! Departure, stated: verl scales a partial last mini-batch's loss by its share of a full one
+//! (a side effect of `use_dynamic_bsz`); here every mini-batch is a plain token-mean.
+
+use super::critic::Critic;
+use super::logprob::token_stats;
+use super::loss::{backward_micro_batch, value_backward, LossCoefs, LossSums, TokenInputs};
+use super::objective::{gae, sequence_advantages, whiten, LossNorm, ObjectiveConfig, ObjectiveKind, SampleOutcome};
+use super::optim::AdamW;
+use super::rollout::Rollout;
+use super::{Result, RlError};
+use crate::model::LoadedModel;
+use serde::{Deserialize, Serialize};
+
+/// PPO's critic settings (the `[critic]` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriticConfig {
+    /// The critic's own AdamW learning rate (paper 1e-5); other AdamW settings as `[optim]`.
+    #[serde(default = "d_critic_lr")]
+    pub lr: f64,
+    /// Value clip around the rollout-time values (verl `cliprange_value`, 0.5).
+    #[serde(default = "d_value_clip")]
+    pub value_clip: f64,
+    /// GAE discount and λ (paper: both 1).
+    #[serde(default = "d_one")]
+    pub gamma: f64,
+    #[serde(default = "d_one")]
+    pub lam: f64,
+}
+
+fn d_critic_lr() -> f64 {
+    1e-5
+}
+fn d_value_clip() -> f64 {
+    0.5
+}
+fn d_one() -> f64 {
+    1.0
+}
+
+impl Default for CriticConfig {
+    fn default() -> Self {
+        CriticConfig { lr: d_critic_lr(), value_clip: d_value_clip(), gamma: 1.0, lam: 1.0 }
+    }
+}
+
+/// How one rollout batch is split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateConfig {
+    pub objective: ObjectiveConfig,
+    /// Samples per mini-batch (M). The paper: 256 prompts × 8 = 2,048 of 8,192, i.e. 4 steps.
+    pub mini_batch_size: usize,
+    /// Samples per forward/backward (gradient accumulation inside a mini-batch).
+    pub micro_batch: usize,
+    pub critic: CriticConfig,
+}
+
+/// What is updated.
+pub struct Learner<'a> {
+    pub policy: &'a LoadedModel,
+    pub opt: &'a mut AdamW,
+    /// Frozen initial policy: GRPO's KL loss and PPO's KL penalty (when kl_coef > 0).
+    pub reference: Option<&'a LoadedModel>,
+    /// PPO's critic and its optimizer.
+    pub critic: Option<(&'a Critic, &'a mut AdamW)>,
+    /// Any valid token id, used to pad packed sequences.
+    pub pad: i64,
+}
+
+/// Statistics of one update (token-means over every mini-batch's S unless stated).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateStats {
+    pub samples: usize,
+    pub kept_samples: usize,
+    pub kept_tokens: usize,
+    pub optimizer_steps: usize,
+    /// Steps skipped for a non-finite gradient norm.
+    pub skipped_steps: usize,
+    /// pg_loss − entropy_coef · entropy + kl_coef · kl.
+    pub loss: f64,
+    pub pg_loss: f64,
+    pub entropy: f64,
+    pub kl: f64,
+    /// Total gradient L2 norm before clipping, mean over the optimizer steps.
+    pub grad_norm: f64,
+    pub grad_norm_max: f64,
+    pub clip_frac: f64,
+    pub ratio_outside_frac: f64,
+    pub max_abs_log_ratio: f64,
+    /// Mean token entropy of every rollout under the rollout policy.
+    pub rollout_entropy: f64,
+    /// Mean advantage over the tokens of S.
+    pub advantage_mean: f64,
+    pub value_loss: Option<f64>,
+    pub value_clip_frac: Option<f64>,
+    pub critic_grad_norm: Option<f64>,
+}
+
+fn concat(rows: &[usize], per_row: &[Vec<f32>]) -> Vec<f32> {
+    rows.iter().flat_map(|&i| per_row[i].iter().copied()).collect()
+}
+
+/// No-grad token stats of `rows` (indices into `all`) in the given micro-batch partition, stored
+/// per row.
+fn stats_by_row(
+    model: &crate::model::Qwen,
+    all: &[Rollout],
+    micro_batches: &[Vec<usize>],
+    pad: i64,
+    logp: &mut [Vec<f32>],
+    ent: &mut [Vec<f32>],
+) -> Result<()> {
+    for mb in micro_batches {
+        let rows: Vec<&Rollout> = mb.iter().map(|&i| &all[i]).collect();
+        let (lp, en) = token_stats(model, &rows, rows.len(), pad)?;
+        let mut off = 0;
+        for &i in mb {
+            let n = all[i].response_ids.len();
+            logp[i] = lp[off..off + n].to_vec();
+            ent[i] = en[off..off + n].to_vec();
+            off += n;
+        }
+    }
+    Ok(())
+}
+
+/// Runs one update of `learner` on `rollouts`.
+pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfig) -> Result<UpdateStats> {
+    let obj = &cfg.objective;
+    obj.validate().map_err(RlError::Config)?;
+    if rollouts.is_empty() {
+        return Err(RlError::BadInput("no rollouts to learn from".into()));
+    }
+    if cfg.mini_batch_size == 0 || cfg.micro_batch == 0 {
+        return Err(RlError::Config("mini_batch_size and micro_batch must be positive".into()));
+    }
+    let is_ppo = obj.kind == ObjectiveKind::Ppo;
+    if is_ppo && learner.critic.is_none() {
+        return Err(RlError::Config("PPO needs a critic".into()));
+    }
+    let kl_coef = obj.kl();
+    let use_ref = obj.kind.uses_reference(kl_coef);
+    if use_ref && learner.reference.is_none() {
+        return Err(RlError::Config(format!("{} with kl_coef {kl_coef} needs a reference model", obj.kind)));
+    }
+    let policy = &learner.policy.model;
+    let n_rows = rollouts.len();
+
+    // Sequence advantages, the sample set S and its partition.
+    let outcomes: Vec<SampleOutcome> =
+        rollouts.iter().map(|r| SampleOutcome { group: r.group.clone(), reward: r.reward }).collect();
+    let seq_adv = sequence_advantages(obj, &outcomes);
+    let filters = matches!(obj.kind, ObjectiveKind::Psr | ObjectiveKind::Nsr);
+    let selected: Vec<usize> = match (filters, obj.loss_norm) {
+        (true, LossNorm::KeptTokens) => (0..n_rows).filter(|&i| seq_adv[i].is_some()).collect(),
+        _ => (0..n_rows).collect(),
+    };
+    let mini_batches: Vec<Vec<usize>> = selected.chunks(cfg.mini_batch_size).map(<[usize]>::to_vec).collect();
+    let plan: Vec<Vec<Vec<usize>>> =
+        mini_batches.iter().map(|mb| mb.chunks(cfg.micro_batch).map(<[usize]>::to_vec).collect()).collect();
+    let mut micro_all: Vec<Vec<usize>> = plan.iter().flatten().cloned().collect();
+    let in_plan: std::collections::HashSet<usize> = selected.iter().copied().collect();
+    let rest: Vec<usize> = (0..n_rows).filter(|i| !in_plan.contains(i)).collect();
+    micro_all.extend(rest.chunks(cfg.micro_batch).map(<[usize]>::to_vec));
+
+    // Rollout-policy log-probs and entropies (the update's own micro-batches first).
+    let (mut old_logp, mut rollout_ent) = (vec![vec![]; n_rows], vec![vec![]; n_rows]);
+    stats_by_row(policy, rollouts, &micro_all, learner.pad, &mut old_logp, &mut rollout_ent)?;
+    let mut ref_logp = vec![vec![]; n_rows];
+    if use_ref {
+        let reference = &learner.reference.expect("checked above").model;
+        let mut scratch = vec![vec![]; n_rows];
+        let planned: Vec<Vec<usize>> = plan.iter().flatten().cloned().collect();
+        stats_by_row(reference, rollouts, &planned, learner.pad, &mut ref_logp, &mut scratch)?;
+    }
+
+    // Token advantages (and PPO's old values and returns).
+    let mut adv: Vec<Vec<f32>> = vec![vec![]; n_rows];
+    let (mut old_values, mut returns) = (vec![vec![]; n_rows], vec![vec![]; n_rows]);
+    if is_ppo {
+        let (critic, _) = learner.critic.as_ref().expect("checked above");
+        tch::no_grad(|| -> Result<()> {
+            for mb in plan.iter().flatten() {
+                let rows: Vec<&Rollout> = mb.iter().map(|&i| &rollouts[i]).collect();
+                let v = Vec::<f32>::try_from(critic.values(&rows, learner.pad)?.to_device(tch::Device::Cpu))?;
+                let mut off = 0;
+                for &i in mb {
+                    let n = rollouts[i].response_ids.len();
+                    old_values[i] = v[off..off + n].to_vec();
+                    off += n;
+                }
+            }
+            Ok(())
+        })?;
+        let beta = kl_coef as f32;
+        for i in 0..n_rows {
+            let n = rollouts[i].response_ids.len();
+            // KL-in-reward: −β·(log π_old − log π_ref) on every token, the score on the last.
+            let mut r: Vec<f32> =
+                (0..n).map(|t| if use_ref { -beta * (old_logp[i][t] - ref_logp[i][t]) } else { 0.0 }).collect();
+            r[n - 1] += rollouts[i].reward;
+            let (a, ret) = gae(&r, &old_values[i], cfg.critic.gamma as f32, cfg.critic.lam as f32);
+            adv[i] = a;
+            returns[i] = ret;
+        }
+        // Whiten the advantages over every response token of the batch.
+        let mut flat: Vec<f32> = adv.iter().flatten().copied().collect();
+        whiten(&mut flat);
+        let mut off = 0;
+        for a in adv.iter_mut() {
+            let n = a.len();
+            a.copy_from_slice(&flat[off..off + n]);
+            off += n;
+        }
+    } else {
+        for i in 0..n_rows {
+            adv[i] = vec![seq_adv[i].unwrap_or(0.0); rollouts[i].response_ids.len()];
+        }
+    }
+
+    let coefs = LossCoefs {
+        clip_eps: obj.clip_eps,
+        entropy_coef: obj.entropy_coef,
+        kl_coef: if obj.kind == ObjectiveKind::Grpo { kl_coef } else { 0.0 },
+    };
+    let mut stats = UpdateStats { samples: n_rows, kept_samples: selected.len(), ..Default::default() };
+    let mut total = LossSums::default();
+    let (mut norm_sum, mut vsum, mut vclip, mut vnorm) = (0.0, 0.0, 0usize, 0.0);
+    let mut adv_sum = 0.0f64;
+    for mb in &plan {
+        let rows_mb: Vec<usize> = mb.iter().flatten().copied().collect();
+        let n_s: usize = rows_mb.iter().map(|&i| rollouts[i].response_ids.len()).sum();
+        learner.opt.zero_grad();
+        for micro in mb {
+            let rows: Vec<&Rollout> = micro.iter().map(|&i| &rollouts[i]).collect();
+            let (o, a) = (concat(micro, &old_logp), concat(micro, &adv));
+            adv_sum += a.iter().map(|&x| x as f64).sum::<f64>();
+            let r = use_ref.then(|| concat(micro, &ref_logp));
+            let inputs =
+                TokenInputs { old_logp: &o, advantages: &a, ref_logp: r.as_deref().filter(|_| coefs.kl_coef > 0.0) };
+            let chunk = super::logprob::head_chunk_rows(policy.cfg.vocab_size);
+            let sums = backward_micro_batch(policy, &rows, &inputs, &coefs, n_s as f64, learner.pad, chunk)?;
+            total.add(&sums);
+        }
+        let st = learner.opt.step()?;
+        stats.optimizer_steps += 1;
+        stats.skipped_steps += st.skipped as usize;
+        norm_sum += st.grad_norm;
+        stats.grad_norm_max = stats.grad_norm_max.max(st.grad_norm);
+        if let Some((critic, copt)) = learner.critic.as_mut() {
+            copt.zero_grad();
+            for micro in mb {
+                let rows: Vec<&Rollout> = micro.iter().map(|&i| &rollouts[i]).collect();
+                let vpred = critic.values(&rows, learner.pad)?;
+                let (s, c) = value_backward(
+                    &vpred,
+                    &concat(micro, &old_values),
+                    &concat(micro, &returns),
+                    cfg.critic.value_clip,
+                    n_s as f64,
+                )?;
+                vsum += s;
+                vclip += c;
+            }
+            vnorm += copt.step()?.grad_norm;
+        }
+    }
+    let nt = total.tokens.max(1) as f64;
+    stats.kept_tokens = total.tokens;
+    stats.pg_loss = total.surrogate / nt;
+    stats.entropy = total.entropy / nt;
+    stats.kl = total.kl / nt;
+    stats.loss = stats.pg_loss - obj.entropy_coef * stats.entropy + coefs.kl_coef * stats.kl;
+    stats.clip_frac = total.clipped as f64 / nt;
+    stats.ratio_outside_frac = total.ratio_outside as f64 / nt;
+    stats.max_abs_log_ratio = total.max_abs_log_ratio;
+    stats.advantage_mean = adv_sum / nt;
+    let steps = stats.optimizer_steps.max(1) as f64;
+    stats.grad_norm = norm_sum / steps;
+    let all_ent: Vec<f32> = rollout_ent.iter().flatten().copied().collect();
+    stats.rollout_entropy = all_ent.iter().map(|&x| x as f64).sum::<f64>() / all_ent.len().max(1) as f64;
+    if is_ppo {
+        stats.value_loss = Some(0.5 * vsum / nt);
+        stats.value_clip_frac = Some(vclip as f64 / nt);
+        stats.critic_grad_norm = Some(vnorm / steps);
+    }
+    Ok(stats)
+}
