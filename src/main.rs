@@ -38,6 +38,8 @@ enum Cmd {
     /// Gradients w.r.t. the logits of the PSR/NSR losses (prob and logprob forms), checked
     /// against the closed forms.
     GradientAnalysis(cli::train::GradientArgs),
+    /// Time one update (old log-probs, forward, loss, backward, AdamW) on fixed rollouts; see `make bench-train`.
+    BenchTrain(cli::train::BenchTrainArgs),
     /// Export a Qwen2/Qwen3 checkpoint (HF layout) to ONNX with KV-cache inputs/outputs.
     Export(cli::export::ExportArgs),
     /// Sample k answers per problem with ONNX Runtime (resumable; verdicts from the verifier).
@@ -67,6 +69,7 @@ fn main() {
         Cmd::Train(a) => cli::train::run_train(a),
         Cmd::TrainStep(a) => cli::train::run_train_step(a),
         Cmd::GradientAnalysis(a) => cli::train::run_gradient(a),
+        Cmd::BenchTrain(a) => cli::train::run_bench_train(a),
         Cmd::Sample(a) => cli::sample::run(a),
         Cmd::Eval(a) => cli::eval::run(a),
         Cmd::Logits(a) => cli::model::run_logits(a),

@@ -83,11 +83,11 @@ fn dataset_report_means_and_k_over_n() {
     let r = pass_at_k::report(&counts, &[1, 2, 4]).unwrap();
     assert_eq!(r.n_problems, 2);
     // a: pass@1 = 0.5, pass@2 = 1 − C(2,2)/C(4,2) = 5/6, pass@4 = 1; b: all 0.
-    assert!((r.pass_at_k["1"] - 0.25).abs() < 1e-15);
-    assert!((r.pass_at_k["2"] - 5.0 / 12.0).abs() < 1e-15);
-    assert!((r.pass_at_k["4"] - 0.5).abs() < 1e-15);
-    let keys: Vec<&String> = r.pass_at_k.keys().collect();
-    assert_eq!(keys, ["1", "2", "4"]);
+    assert!((r.pass_at_k[&1] - 0.25).abs() < 1e-15);
+    assert!((r.pass_at_k[&2] - 5.0 / 12.0).abs() < 1e-15);
+    assert!((r.pass_at_k[&4] - 0.5).abs() < 1e-15);
+    let keys: Vec<u64> = r.pass_at_k.keys().copied().collect();
+    assert_eq!(keys, [1, 2, 4]);
     let msg = pass_at_k::report(&counts, &[8]).unwrap_err().to_string();
     assert!(msg.contains("pass@8") && msg.contains("n=4"), "{msg}");
 }

@@ -622,3 +622,40 @@ fn paper_presets_resolve_and_print_a_memory_plan() {
         }
     }
 }
+
+/// bf16 compute with f32 master weights and AdamW state (the paper-scale setting) on CPU.
+#[test]
+fn train_step_in_bf16_keeps_f32_master_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    tiny_model(&base, 32, 13);
+    let lm = model::load_model(&base, Device::Cpu, DType::BF16).unwrap();
+    let rollouts = vec![
+        Rollout { group: "g".into(), prompt_ids: vec![1, 5, 9], response_ids: vec![7, 8, 2], reward: 1.0 },
+        Rollout { group: "g".into(), prompt_ids: vec![1, 5, 9], response_ids: vec![7, 11, 3], reward: 0.0 },
+    ];
+    let before: Vec<(String, Tensor)> = lm.vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    let mut opt =
+        AdamW::new(lm.vs.variables().into_iter().collect(), OptimConfig { lr: 1e-2, ..Default::default() }).unwrap();
+    let state = opt.state();
+    assert!(state.iter().any(|(n, t)| n.starts_with("master.") && t.kind() == Kind::Float), "f32 master weights");
+    assert!(state.iter().filter(|(n, _)| n.starts_with("exp_avg")).all(|(_, t)| t.kind() == Kind::Float));
+    let mut learner = Learner { policy: &lm, opt: &mut opt, reference: None, critic: None, pad: 0 };
+    let cfg = UpdateConfig {
+        objective: ObjectiveConfig::paper(ObjectiveKind::WReinforce),
+        mini_batch_size: 2,
+        micro_batch: 2,
+        critic: CriticConfig::default(),
+    };
+    let s = update(&mut learner, &rollouts, &cfg).unwrap();
+    assert!(s.grad_norm.is_finite() && s.grad_norm > 0.0 && s.skipped_steps == 0, "{s:?}");
+    let after = lm.vs.variables();
+    let moved = before
+        .iter()
+        .filter(|(n, t)| (&after[n].to_kind(Kind::Float) - t.to_kind(Kind::Float)).abs().max().double_value(&[]) > 0.0)
+        .count();
+    assert!(moved > before.len() / 2, "bf16 weights follow their f32 masters ({moved} of {} moved)", before.len());
+    for (n, t) in &after {
+        assert_eq!(t.kind(), Kind::BFloat16, "{n} stays bf16");
+    }
+}

@@ -25,7 +25,7 @@ pub struct TrainArgs {
     /// Print the resolved config and a memory plan per device, then exit.
     #[arg(long)]
     pub dry_run: bool,
-    /// Run folder (default: results/<config file name without .toml>).
+    /// Run folder (default: results/<config folder>-<config name>, e.g. results/qwen3-4b-nsr).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
@@ -323,5 +323,83 @@ pub fn run_gradient(args: GradientArgs) -> Result<()> {
     json["prompt_ids"] = serde_json::json!(prompt);
     super::write_json_atomic(Path::new(&args.out), &json)?;
     println!("{}", serde_json::json!({"out": args.out, "tokens": a.tokens.len(), "max_abs_diff": a.max_abs_diff}));
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchTrainArgs {
+    /// HF model folder.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Rollouts JSONL (see `train-step`); the whole file is one mini-batch.
+    #[arg(long, value_name = "FILE")]
+    pub rollouts: PathBuf,
+    /// Objective of the timed update (defaults: the paper's, lr 1e-6).
+    #[arg(long, value_enum, default_value = "w-reinforce")]
+    pub objective: rlvr_decomp::rl::ObjectiveKind,
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Intra-op threads (0 = libtorch default).
+    #[arg(long, default_value_t = 0)]
+    pub threads: i32,
+    /// Output JSON (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `rlvr-decomp bench-train`: seconds per update (old log-probs, forward, loss, backward, AdamW)
+/// on fixed rollouts, the same work as one mini-batch of `train` (see `scripts/bench_train.py`).
+pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
+    if args.threads > 0 {
+        tch::set_num_threads(args.threads);
+    }
+    if args.iters == 0 {
+        bail!("--iters must be positive");
+    }
+    let rollouts = rollout::read_jsonl(&args.rollouts)?;
+    let policy = model::load_model(&args.model, tch::Device::Cpu, DType::F32)?;
+    rollout::check_vocab(&rollouts, policy.cfg.vocab_size)?;
+    let objective = ObjectiveConfig::paper(args.objective);
+    if objective.kind.uses_reference(objective.kl()) || objective.kind == rlvr_decomp::rl::ObjectiveKind::Ppo {
+        bail!("bench-train times psr, nsr or w-reinforce (no reference model or critic)");
+    }
+    let mut opt = AdamW::new(policy.vs.variables().into_iter().collect(), OptimConfig::default())?;
+    let cfg = UpdateConfig {
+        objective,
+        mini_batch_size: rollouts.len(),
+        micro_batch: rollouts.len(),
+        critic: CriticConfig::default(),
+    };
+    let mut times = vec![];
+    let mut last = None;
+    for i in 0..args.warmup + args.iters {
+        let t0 = std::time::Instant::now();
+        let mut learner = Learner { policy: &policy, opt: &mut opt, reference: None, critic: None, pad: 0 };
+        let s = update::update(&mut learner, &rollouts, &cfg)?;
+        let dt = t0.elapsed().as_secs_f64();
+        if i >= args.warmup {
+            times.push(dt);
+        }
+        last = Some(s);
+    }
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let tokens: usize = rollouts.iter().map(|r| r.prompt_ids.len() + r.response_ids.len()).sum();
+    let json = serde_json::json!({
+        "impl": "tch (rlvr-decomp rl::update)",
+        "objective": args.objective,
+        "rollouts": rollouts.len(),
+        "tokens": tokens,
+        "threads": tch::get_num_threads(),
+        "seconds_per_update": mean,
+        "update_seconds": times,
+        "last": last,
+    });
+    let text = serde_json::to_string_pretty(&json)?;
+    match &args.out {
+        Some(p) => super::write_json_atomic(p, &json)?,
+        None => println!("{text}"),
+    }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `rlvr-decomp verify`: batch answer verification of a JSONL case file.
 
 use anyhow::{bail, Context};
-use rlvr_decomp::eval::verify::{verify, Mode, Tolerance};
+use rlvr_decomp::eval::verify::{verify, verify_batch, Mode, Tolerance};
 use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -70,30 +70,16 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .clamp(1, 256)
         .min(rows.len().max(1));
-    let (mode, tol) = (args.mode, args.tolerance);
-    let check = |o: &serde_json::Map<String, serde_json::Value>| {
-        let g = o.get("gold").and_then(|x| x.as_str()).unwrap_or("");
-        let r = o.get("response").and_then(|x| x.as_str()).unwrap_or("");
-        verify(g, r, mode, tol)
-    };
+    let pairs: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|o| {
+            let field = |k: &str| o.get(k).and_then(|x| x.as_str()).unwrap_or("");
+            (field("gold"), field("response"))
+        })
+        .collect();
     let start = Instant::now();
-    let verdicts: Vec<_> = if threads <= 1 {
-        rows.iter().map(check).collect()
-    } else {
-        let chunk = rows.len().div_ceil(threads);
-        std::thread::scope(|sc| {
-            let handles: Vec<_> =
-                rows.chunks(chunk).map(|part| sc.spawn(move || part.iter().map(check).collect::<Vec<_>>())).collect();
-            let mut all = Vec::with_capacity(rows.len());
-            for h in handles {
-                match h.join() {
-                    Ok(v) => all.extend(v),
-                    Err(_) => return Err(anyhow::anyhow!("verification worker panicked")),
-                }
-            }
-            Ok(all)
-        })?
-    };
+    let verdicts = verify_batch(&pairs, args.mode, args.tolerance, threads);
+    drop(pairs);
     let seconds = start.elapsed().as_secs_f64();
 
     let n = rows.len();

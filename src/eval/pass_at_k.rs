@@ -47,8 +47,8 @@ pub struct Counts {
 #[derive(Clone, Debug, Serialize)]
 pub struct PassAtKReport {
     pub n_problems: usize,
-    /// Dataset mean for each k (keys in ascending k).
-    pub pass_at_k: indexmap::IndexMap<String, f64>,
+    /// Dataset mean for each k (ascending k; JSON keys are the k as strings).
+    pub pass_at_k: BTreeMap<u64, f64>,
     /// Per-problem counts and pass@k, by problem id (sorted).
     pub per_problem: BTreeMap<String, ProblemPassAtK>,
 }
@@ -57,7 +57,7 @@ pub struct PassAtKReport {
 pub struct ProblemPassAtK {
     pub n: u64,
     pub c: u64,
-    pub pass_at_k: indexmap::IndexMap<String, f64>,
+    pub pass_at_k: BTreeMap<u64, f64>,
 }
 
 /// Why pass@k could not be computed.
@@ -100,7 +100,7 @@ pub fn report(counts: &BTreeMap<String, Counts>, ks: &[u64]) -> Result<PassAtKRe
     let mut sums = vec![0.0f64; ks.len()];
     let mut per_problem = BTreeMap::new();
     for (id, cnt) in counts {
-        let mut values = indexmap::IndexMap::new();
+        let mut values = BTreeMap::new();
         for (j, &k) in ks.iter().enumerate() {
             let v = pass_at_k(cnt.n, cnt.c, k).ok_or_else(|| PassAtKError::KExceedsN {
                 k,
@@ -108,12 +108,12 @@ pub fn report(counts: &BTreeMap<String, Counts>, ks: &[u64]) -> Result<PassAtKRe
                 n: cnt.n,
             })?;
             sums[j] += v;
-            values.insert(k.to_string(), v);
+            values.insert(k, v);
         }
         per_problem.insert(id.clone(), ProblemPassAtK { n: cnt.n, c: cnt.c, pass_at_k: values });
     }
     let p = counts.len() as f64;
-    let pass_at_k = ks.iter().zip(sums).map(|(k, s)| (k.to_string(), s / p)).collect();
+    let pass_at_k = ks.iter().zip(sums).map(|(&k, s)| (k, s / p)).collect();
     Ok(PassAtKReport { n_problems: counts.len(), pass_at_k, per_problem })
 }
 

@@ -29,19 +29,50 @@ pub struct Generation {
     pub stopped: bool,
 }
 
+/// A batch of prompts left-padded to a common width, on the host: the one padding rule of both
+/// samplers (tch here, ONNX Runtime in `crate::sample::ort`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeftPadded {
+    /// [B, L] row-major.
+    pub ids: Vec<i64>,
+    /// [B, L]: 1 real, 0 padding.
+    pub mask: Vec<i64>,
+    /// [B, L]: 0.. over each row's real tokens; padding positions are 1 (never attended).
+    pub positions: Vec<i64>,
+    /// L.
+    pub width: usize,
+    /// Real tokens per row.
+    pub lens: Vec<usize>,
+}
+
+impl LeftPadded {
+    pub fn new(rows: &[Vec<i64>], pad_id: i64) -> LeftPadded {
+        let l = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let cap = rows.len() * l;
+        let (mut ids, mut mask, mut positions) =
+            (Vec::with_capacity(cap), Vec::with_capacity(cap), Vec::with_capacity(cap));
+        for r in rows {
+            let pad = l - r.len();
+            ids.extend(std::iter::repeat_n(pad_id, pad).chain(r.iter().copied()));
+            mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, r.len())));
+            positions.extend(std::iter::repeat_n(1i64, pad).chain(0..r.len() as i64));
+        }
+        LeftPadded { ids, mask, positions, width: l, lens: rows.iter().map(Vec::len).collect() }
+    }
+
+    /// True when some row is shorter than the widest.
+    pub fn has_padding(&self) -> bool {
+        self.lens.iter().any(|&n| n != self.width)
+    }
+}
+
 /// Left-pads `rows` to a common length → (ids [B, L], mask [B, L]) on `device`.
 pub fn left_pad(rows: &[Vec<i64>], pad_id: i64, device: Device) -> (Tensor, Tensor) {
-    let l = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(rows.len() * l);
-    let mut mask = Vec::with_capacity(rows.len() * l);
-    for r in rows {
-        ids.extend(std::iter::repeat_n(pad_id, l - r.len()).chain(r.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, l - r.len()).chain(std::iter::repeat_n(1, r.len())));
-    }
-    let shape = [rows.len() as i64, l as i64];
+    let p = LeftPadded::new(rows, pad_id);
+    let shape = [rows.len() as i64, p.width as i64];
     (
-        Tensor::from_slice(&ids).view(shape).to_device(device),  // [B, L]
-        Tensor::from_slice(&mask).view(shape).to_device(device), // [B, L]
+        Tensor::from_slice(&p.ids).view(shape).to_device(device), // [B, L]
+        Tensor::from_slice(&p.mask).view(shape).to_device(device), // [B, L]
     )
 }
 

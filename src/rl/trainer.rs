@@ -80,7 +80,7 @@ pub fn derive_seed(seed: u64, purpose: &str, index: u64) -> u64 {
 }
 
 /// The prompts of step `step` (1-based): epoch-wise seeded permutations, `drop_last` like verl.
-/// Returns (item indices, epoch, position after the step).
+/// Returns (item indices, epoch, position after the step). Needs `per_step <= n_items`.
 pub fn step_prompts(
     n_items: usize,
     per_step: usize,
@@ -96,8 +96,7 @@ pub fn step_prompts(
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(seed, "epoch", epoch as u64));
         perm.shuffle(&mut rng);
     }
-    // With fewer items than a step needs, the permutation wraps (a tiny task in tests).
-    let idx = (0..per_step).map(|j| perm[(k * per_step + j) % n_items]).collect();
+    let idx = perm[k * per_step..(k + 1) * per_step].to_vec();
     (idx, epoch, (k + 1) * per_step)
 }
 
@@ -194,6 +193,13 @@ pub fn train(
     let resumed_from = latest.as_ref().map(|l| l.step);
 
     let items = task.train_items();
+    if items.len() < cfg.rollout.prompts_per_step {
+        return Err(RlError::Config(format!(
+            "rollout.prompts_per_step = {} but the task has only {} training prompts",
+            cfg.rollout.prompts_per_step,
+            items.len()
+        )));
+    }
     let upd = UpdateConfig {
         objective: cfg.objective.clone(),
         mini_batch_size: cfg.mini_batch_size(),
@@ -452,4 +458,30 @@ fn load_checkpoint(st: &mut State, dir: &Path, device: tch::Device, dtype: DType
         *copt = fresh;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_order_is_seeded_epoch_permutations_with_drop_last() {
+        // 10 prompts, 3 per step: 3 steps per epoch, one prompt left out each epoch.
+        let steps: Vec<Vec<usize>> = (1..=6).map(|s| step_prompts(10, 3, 7, true, s).0).collect();
+        for epoch in steps.chunks(3) {
+            let mut seen: Vec<usize> = epoch.iter().flatten().copied().collect();
+            seen.sort_unstable();
+            seen.dedup();
+            assert_eq!(seen.len(), 9, "no prompt twice within an epoch: {epoch:?}");
+        }
+        assert_ne!(steps[0..3], steps[3..6], "each epoch has its own permutation");
+        assert_eq!(
+            step_prompts(10, 3, 7, true, 5),
+            step_prompts(10, 3, 7, true, 5),
+            "a step's prompts depend only on (seed, step)"
+        );
+        assert_eq!(step_prompts(10, 3, 7, false, 2).0, vec![3, 4, 5]);
+        assert_eq!((step_prompts(10, 3, 7, true, 4).1, step_prompts(10, 3, 7, true, 4).2), (1, 3));
+        assert_ne!(derive_seed(0, "rollout", 1), derive_seed(0, "eval", 1));
+    }
 }

@@ -102,6 +102,9 @@ pub struct UpdateStats {
     pub max_abs_log_ratio: f64,
     /// Mean token entropy of every rollout under the rollout policy.
     pub rollout_entropy: f64,
+    /// KL(rollout policy ‖ reference) estimated as the mean of log π_old − log π_ref over the
+    /// tokens of S (when a reference model is loaded; PPO's reward penalty is β times this).
+    pub rollout_kl: Option<f64>,
     /// Mean advantage over the tokens of S.
     pub advantage_mean: f64,
     pub value_loss: Option<f64>,
@@ -292,6 +295,14 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
     stats.grad_norm = norm_sum / steps;
     let all_ent: Vec<f32> = rollout_ent.iter().flatten().copied().collect();
     stats.rollout_entropy = all_ent.iter().map(|&x| x as f64).sum::<f64>() / all_ent.len().max(1) as f64;
+    if use_ref {
+        let (mut d, mut n) = (0.0f64, 0usize);
+        for &i in &selected {
+            d += old_logp[i].iter().zip(&ref_logp[i]).map(|(a, b)| (a - b) as f64).sum::<f64>();
+            n += old_logp[i].len();
+        }
+        stats.rollout_kl = Some(d / n.max(1) as f64);
+    }
     if is_ppo {
         stats.value_loss = Some(0.5 * vsum / nt);
         stats.value_clip_frac = Some(vclip as f64 / nt);

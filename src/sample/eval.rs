@@ -114,7 +114,7 @@ pub fn evaluate(dirs: &[PathBuf], ks: Option<&[u64]>, out_dir: &Path) -> Result<
         }
         for (k, v) in &e.report.pass_at_k {
             ds2.push(e.dataset.name());
-            kk.push(k.parse::<u64>().unwrap_or(0));
+            kk.push(*k);
             pk.push(*v);
         }
     }

@@ -7,7 +7,9 @@
 
 use super::{Result, SampleError};
 use crate::export::{read_manifest, ExportDType, ExportManifest, ONNX_FILE};
-use crate::model::generate::{generation_what, non_finite_row, sample_step, validate_requests, GenRequest, Generation};
+use crate::model::generate::{
+    generation_what, non_finite_row, sample_step, validate_requests, GenRequest, Generation, LeftPadded,
+};
 use crate::model::memory::{self, GenShape};
 use crate::model::sampler::{row_rng, Sampler, SamplingParams};
 use ort::environment::Environment;
@@ -284,19 +286,13 @@ impl OrtModel {
             return Ok(out);
         }
         // Left padding; positions = cumsum(mask) - 1, padding positions set to 1 (as the tch model).
-        let l = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(b * l);
-        let mut pos = Vec::with_capacity(b * l);
+        let prompts: Vec<Vec<i64>> = reqs.iter().map(|r| r.prompt.clone()).collect();
+        let padded = LeftPadded::new(&prompts, pad_id);
+        let l = padded.width;
         // mask rows, one Vec per row (grows by one per step)
-        let mut mask: Vec<Vec<i64>> = Vec::with_capacity(b);
-        let mut real: Vec<i64> = Vec::with_capacity(b);
-        for r in reqs {
-            let pad = l - r.prompt.len();
-            ids.extend(std::iter::repeat_n(pad_id, pad).chain(r.prompt.iter().copied()));
-            pos.extend(std::iter::repeat_n(1, pad).chain(0..r.prompt.len() as i64));
-            mask.push(std::iter::repeat_n(0, pad).chain(std::iter::repeat_n(1, r.prompt.len())).collect());
-            real.push(r.prompt.len() as i64);
-        }
+        let mut mask: Vec<Vec<i64>> = padded.mask.chunks(l.max(1)).map(<[i64]>::to_vec).collect();
+        let mut real: Vec<i64> = padded.lens.iter().map(|&n| n as i64).collect();
+        let (ids, pos) = (padded.ids, padded.positions);
         let kv = self.empty_kv(b)?;
         let flat_mask: Vec<i64> = mask.concat();
         let (_, mut logits, mut kv) = self.forward(&ids, &flat_mask, &pos, kv, 1)?; // [B, 1, V]

@@ -147,3 +147,20 @@ pub fn verify(gold: &str, response: &str, mode: Mode, tol: Tolerance) -> Verdict
     };
     Verdict { extracted, correct }
 }
+
+/// Verifies many (gold, response) pairs on `threads` worker threads (≥ 1), in input order.
+/// Used by `rlvr-decomp verify`, and wherever a batch of responses is scored at once.
+pub fn verify_batch(pairs: &[(&str, &str)], mode: Mode, tol: Tolerance, threads: usize) -> Vec<Verdict> {
+    let threads = threads.clamp(1, 256).min(pairs.len().max(1));
+    let check = |(g, r): &(&str, &str)| verify(g, r, mode, tol);
+    if threads <= 1 {
+        return pairs.iter().map(check).collect();
+    }
+    let chunk = pairs.len().div_ceil(threads);
+    std::thread::scope(|sc| {
+        let handles: Vec<_> =
+            pairs.chunks(chunk).map(|part| sc.spawn(move || part.iter().map(check).collect::<Vec<_>>())).collect();
+        // A worker panic (none is known: the verifier is fuzzed) propagates to the caller.
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    })
+}
