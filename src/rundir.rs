@@ -15,7 +15,8 @@
 //! Rules, each enforced here:
 //! * a second process opening the folder for writing fails at once, naming the holder;
 //! * results without `settings.json` are refused (nothing can say what they are);
-//! * settings that differ from the stored ones are refused, naming every differing key;
+//! * settings that differ from the stored ones are refused, naming every differing key (unless
+//!   the folder holds no results yet: then they are replaced);
 //! * on a writing open, every manifest entry is checked (size and sha256 of its file); a file that
 //!   fails, or a result file that the manifest does not list (a crash between the write and the
 //!   manifest line), is moved to `rejected/` with a warning, so it is regenerated;
@@ -287,7 +288,14 @@ impl RunDir {
     pub fn open<S: Serialize>(dir: &Path, settings: &S, layout: Layout) -> Result<RunDir> {
         let lock = FolderLock::acquire(dir)?;
         let requested = serde_json::to_value(settings).expect("settings serialize to JSON");
+        let path = dir.join(SETTINGS_FILE);
         match read_settings_value(dir)? {
+            // Settings of a run that stopped before committing anything describe nothing: replace them.
+            Some(stored) if stored != requested && result_like_names(dir)?.is_empty() => {
+                tracing::info!("{} held settings but no results; starting over with the new settings", dir.display());
+                let text = serde_json::to_string_pretty(&requested).expect("serializable") + "\n";
+                crate::durable::write(&path, text.as_bytes()).map_err(io_err(&path))?;
+            }
             Some(stored) if stored != requested => {
                 return Err(RunDirError::SettingsMismatch {
                     dir: dir.to_path_buf(),
@@ -306,7 +314,6 @@ impl RunDir {
                     });
                 }
                 let text = serde_json::to_string_pretty(&requested).expect("serializable") + "\n";
-                let path = dir.join(SETTINGS_FILE);
                 crate::durable::write(&path, text.as_bytes()).map_err(io_err(&path))?;
             }
         }
@@ -482,6 +489,8 @@ mod tests {
     #[test]
     fn settings_mismatch_names_keys_and_results_need_settings() {
         let t = tempfile::tempdir().unwrap();
+        // A run that stopped before committing anything leaves settings that describe nothing.
+        drop(RunDir::open(t.path(), &S { a: 0, b: "y".into() }, LAYOUT).unwrap());
         let mut r = RunDir::open(t.path(), &S { a: 1, b: "x".into() }, LAYOUT).unwrap();
         r.commit("part-0", b"hello\n", 1).unwrap();
         drop(r);

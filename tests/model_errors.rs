@@ -201,10 +201,17 @@ fn sizes_are_checked_before_allocating() {
             .collect::<Vec<_>>()
     };
     let params = |max_new_tokens| model::SamplingParams { max_new_tokens, ..Default::default() };
+    // The fixture's context is 256 positions: more new tokens than that is refused, and a row
+    // whose prompt + max_new_tokens passes the context stops at its end.
     let e = model::generate(&lm.model, &req(1), &params(100_000_000_000), 0, 0).unwrap_err();
-    assert!(matches!(e, ModelError::OutOfMemory { .. }) && e.to_string().contains("KV cache"), "{e}");
+    assert!(matches!(e, ModelError::BadInput(_)) && e.to_string().contains("exceeds the model's context"), "{e}");
+    let g = model::generate(&lm.model, &req(1), &params(256), 0, 0).unwrap();
+    assert_eq!(g[0].tokens.len(), 256 - 3, "stopped at the end of the context");
+    let long = vec![model::GenRequest { prompt: vec![1; 256], problem_id: 0, sample_idx: 0 }];
+    let e = model::generate(&lm.model, &long, &params(4), 0, 0).unwrap_err();
+    assert!(e.to_string().contains("leaves no room"), "{e}");
     let e = model::generate(&lm.model, &req(100_000_000), &params(8), 0, 0).unwrap_err();
-    assert!(matches!(e, ModelError::OutOfMemory { .. }), "{e}");
+    assert!(matches!(e, ModelError::OutOfMemory { .. }) && e.to_string().contains("KV cache"), "{e}");
     let neg = model::SamplingParams { temperature: -1.0, ..params(4) };
     let e = model::generate(&lm.model, &req(1), &neg, 0, 0).unwrap_err();
     assert!(e.to_string().contains("temperature must be finite and >= 0"), "{e}");

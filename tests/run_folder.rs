@@ -287,7 +287,8 @@ fn nonsensical_sampling_flags_are_refused() {
         (vec!["--max-new-tokens", "0"], "max-new-tokens must be positive"),
         (vec!["--k", "0"], "k must be positive"),
         (vec!["--batch", "0"], "batch must be positive"),
-        (vec!["--max-new-tokens", "100000000000"], "needs"),
+        (vec!["--max-new-tokens", "100000000000"], "exceeds the model's context"),
+        (vec!["--batch", "100000000", "--k", "100000000"], "needs"),
     ] {
         let mut c = sample_cmd(&onnx, &out, "1.0", &flags);
         let line = err_line(&c.output().unwrap());

@@ -102,6 +102,9 @@ pub struct ExportManifest {
     pub head_dim: usize,
     pub hidden_size: usize,
     pub vocab_size: usize,
+    /// The model's context (`max_position_embeddings`); generation stops there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_position_embeddings: Option<usize>,
     pub eos_token_ids: Vec<i64>,
     pub pad_token_id: Option<i64>,
     /// The checkpoint directory it was exported from (informational).
@@ -594,6 +597,7 @@ fn write_export(
         head_dim: d as usize,
         hidden_size: c as usize,
         vocab_size: v as usize,
+        max_position_embeddings: Some(cfg.max_position_embeddings as usize),
         eos_token_ids: cfg.eos_token_ids.clone(),
         pad_token_id: cfg.pad_token_id,
         source: model_dir.display().to_string(),

@@ -92,14 +92,17 @@ pub fn generate(
     }
     let dev = model.device();
     let b = reqs.len();
+    let caps = row_caps(reqs, params.max_new_tokens, model.cfg.max_position_embeddings as usize)
+        .map_err(ModelError::BadInput)?;
+    let max_new = caps.iter().copied().max().unwrap_or(0);
     let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
     let shape = GenShape::from_config(&model.cfg, model.kind().elt_size_in_bytes());
-    let plan = memory::generation_plan(&shape, b, longest, params.max_new_tokens);
-    memory::check_fits(&generation_what(b, longest, params.max_new_tokens), &plan, dev)?;
+    let plan = memory::generation_plan(&shape, b, longest, max_new);
+    memory::check_fits(&generation_what(b, longest, max_new), &plan, dev)?;
     let sampler = Sampler::new(params.clone());
     let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
     let mut out: Vec<Generation> = vec![Generation { tokens: vec![], stopped: false }; b];
-    if params.max_new_tokens == 0 {
+    if max_new == 0 {
         return Ok(out);
     }
 
@@ -110,14 +113,14 @@ pub fn generate(
         // Without padding the mask is all ones and the model's no-mask path gives the same
         // positions and attention; skipping it saves a cumsum and a host sync every step.
         let padded = prompts.iter().any(|p| p.len() as i64 != l);
-        let mut cache = KvCache::new(&model.cfg, b as i64, l + params.max_new_tokens as i64, model.kind(), dev);
+        let mut cache = KvCache::new(&model.cfg, b as i64, l + max_new as i64, model.kind(), dev);
         let hidden = model.forward_hidden(&ids, padded.then_some(&mask), Some(&mut cache))?; // [B, L, C]
         let mut logits = model.lm_head(&hidden.narrow(1, l - 1, 1)).squeeze_dim(1); // [B, V]
         let mut done = vec![false; b];
         // With top-k sampling only the k best logits per row leave the device ([B, k] instead of
         // [B, V]: 20 values instead of 151,936 for the Qwen3 preset); greedy uses all of them.
         let top_k = (params.top_k > 0 && (params.top_k as i64) < vocab && !params.is_greedy()).then_some(params.top_k);
-        for step in 0..params.max_new_tokens {
+        for step in 0..max_new {
             let next = if let Some(k) = top_k {
                 let (vals, idx) = logits.to_kind(Kind::Float).topk(k as i64, -1, true, true); // [B, k] each
                 let vals = Vec::<f32>::try_from(vals.to_device(Device::Cpu).contiguous().view([-1]))?;
@@ -128,16 +131,16 @@ pub fn generate(
                 let draw = |i: usize, rng: &mut ChaCha8Rng| {
                     sampler.sample_top_k(&idx[i * k..(i + 1) * k], &vals[i * k..(i + 1) * k], rng) as i64
                 };
-                step_rows(draw, params, pad_id, &mut rngs, &mut done, &mut out)
+                step_rows(draw, params, &caps, pad_id, &mut rngs, &mut done, &mut out)
             } else {
                 let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
                 let flat = Vec::<f32>::try_from(host.view([-1]))?;
                 if let Some(row) = non_finite_row(&flat, vocab as usize, &done) {
                     return Err(ModelError::NonFiniteLogits { step, row });
                 }
-                sample_step(&sampler, &flat, vocab as usize, params, pad_id, &mut rngs, &mut done, &mut out)
+                sample_step(&sampler, &flat, vocab as usize, params, &caps, pad_id, &mut rngs, &mut done, &mut out)
             };
-            if step + 1 == params.max_new_tokens || done.iter().all(|&d| d) {
+            if step + 1 == max_new || done.iter().all(|&d| d) {
                 break;
             }
             let step_ids = Tensor::from_slice(&next).view([b as i64, 1]).to_device(dev); // [B, 1]
@@ -167,6 +170,58 @@ pub fn validate_requests(reqs: &[GenRequest], params: &SamplingParams, vocab: us
     Ok(())
 }
 
+/// Tokens each row may generate: `max_new`, less what the model's context
+/// (`max_position_embeddings`) leaves after the row's prompt — a row that reaches the end of the
+/// context stops there, unstopped (`finish_reason` "length"), as vLLM stops at `max_model_len`.
+/// A prompt that fills the context, or a `max_new` beyond the whole context, is an error.
+pub fn row_caps(reqs: &[GenRequest], max_new: usize, max_positions: usize) -> Result<Vec<usize>, String> {
+    if max_new > max_positions {
+        return Err(format!(
+            "max_new_tokens {max_new} exceeds the model's context (max_position_embeddings {max_positions})"
+        ));
+    }
+    reqs.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            if r.prompt.len() >= max_positions {
+                return Err(format!(
+                    "request {i}: a prompt of {} tokens leaves no room under the model's max_position_embeddings {max_positions}",
+                    r.prompt.len()
+                ));
+            }
+            Ok(max_new.min(max_positions - r.prompt.len()))
+        })
+        .collect()
+}
+
+/// Checks, before anything is allocated, that `rows` rows of prompts up to `longest` tokens can
+/// generate `max_new` tokens within the model's context and the memory available.
+pub fn preflight(
+    shape: &GenShape,
+    max_positions: usize,
+    rows: usize,
+    longest: usize,
+    max_new: usize,
+    device: Device,
+) -> Result<()> {
+    if max_new > max_positions {
+        return Err(ModelError::BadInput(format!(
+            "max_new_tokens {max_new} exceeds the model's context (max_position_embeddings {max_positions})"
+        )));
+    }
+    if longest >= max_positions {
+        return Err(ModelError::BadInput(format!(
+            "a prompt of {longest} tokens leaves no room under the model's max_position_embeddings {max_positions}"
+        )));
+    }
+    let max_new = max_new.min(max_positions - longest.min(max_positions));
+    memory::check_fits(
+        &generation_what(rows, longest, max_new),
+        &memory::generation_plan(shape, rows, longest, max_new),
+        device,
+    )
+}
+
 /// How a generation request is named in out-of-memory errors.
 pub fn generation_what(batch: usize, prompt_len: usize, max_new: usize) -> String {
     let rows = if batch == 1 { "row" } else { "rows" };
@@ -187,27 +242,29 @@ pub fn non_finite_row(logits: &[f32], width: usize, done: &[bool]) -> Option<usi
 
 /// One decoding step shared by every backend (tch here, ONNX Runtime in `crate::sample::ort`):
 /// draws the next token of each unfinished row from its `[V]` slice of `logits` (`[B, V]`,
-/// row-major) with the row's own RNG, appends it, and marks rows that hit a stop id. Finished
-/// rows get `pad_id`. Returns the `[B]` next tokens.
+/// row-major) with the row's own RNG, appends it, and marks rows that hit a stop id or their
+/// token cap ([`row_caps`]). Finished rows get `pad_id`. Returns the `[B]` next tokens.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_step(
     sampler: &Sampler,
     logits: &[f32],
     vocab: usize,
     params: &SamplingParams,
+    caps: &[usize],
     pad_id: i64,
     rngs: &mut [ChaCha8Rng],
     done: &mut [bool],
     out: &mut [Generation],
 ) -> Vec<i64> {
     let draw = |i: usize, rng: &mut ChaCha8Rng| sampler.sample(&logits[i * vocab..(i + 1) * vocab], rng) as i64;
-    step_rows(draw, params, pad_id, rngs, done, out)
+    step_rows(draw, params, caps, pad_id, rngs, done, out)
 }
 
 /// [`sample_step`] with the per-row draw given as `draw(row, rng)`.
 pub fn step_rows(
     draw: impl Fn(usize, &mut ChaCha8Rng) -> i64,
     params: &SamplingParams,
+    caps: &[usize],
     pad_id: i64,
     rngs: &mut [ChaCha8Rng],
     done: &mut [bool],
@@ -224,6 +281,8 @@ pub fn step_rows(
         if params.stop_ids.contains(&tok) {
             done[i] = true;
             out[i].stopped = true;
+        } else if out[i].tokens.len() >= caps[i] {
+            done[i] = true;
         }
     }
     next

@@ -31,7 +31,7 @@ pub struct StepMetrics {
     pub fully_unsolved_ratio: f64,
     pub response_length_mean: f64,
     pub response_length_max: usize,
-    /// Share of responses that hit `max_new_tokens` without a stop token.
+    /// Share of responses that ended without a stop token (cut at `max_new_tokens` or the context).
     pub truncated_ratio: f64,
     #[serde(flatten)]
     pub update: UpdateStats,

@@ -200,6 +200,19 @@ pub fn train(
             items.len()
         )));
     }
+    // Rollouts and validation generations must fit the context and the memory: check before
+    // anything is allocated.
+    let shape = model::memory::GenShape::from_config(&st.policy.cfg, st.policy.model.kind().elt_size_in_bytes());
+    let max_pos = st.policy.cfg.max_position_embeddings as usize;
+    let longest = |it: &[TaskItem]| it.iter().map(|i| i.prompt_ids.len()).max().unwrap_or(0);
+    let rows = cfg.rollout.batch.min(cfg.rollout.prompts_per_step * cfg.rollout.n);
+    model::generate::preflight(&shape, max_pos, rows, longest(items), cfg.rollout.max_new_tokens, device)?;
+    if cfg.eval.every > 0 {
+        for (_, set) in task.eval_sets() {
+            let rows = cfg.eval.batch.min(set.len() * cfg.eval.n);
+            model::generate::preflight(&shape, max_pos, rows, longest(set), cfg.eval.max_new_tokens, device)?;
+        }
+    }
     let upd = UpdateConfig {
         objective: cfg.objective.clone(),
         mini_batch_size: cfg.mini_batch_size(),

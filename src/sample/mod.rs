@@ -196,6 +196,22 @@ pub enum Backend<'a> {
 }
 
 impl Backend<'_> {
+    /// Checks a generation of `rows` rows (prompts up to `longest` tokens, `max_new` new tokens)
+    /// against the model's context and the memory available, before anything is allocated.
+    pub fn preflight(&self, rows: usize, longest: usize, max_new: usize) -> Result<()> {
+        use crate::model::generate::preflight;
+        match self {
+            Backend::Ort(m) => {
+                let max_pos = m.manifest.max_position_embeddings.unwrap_or(usize::MAX);
+                Ok(preflight(&m.gen_shape(), max_pos, rows, longest, max_new, m.tch_device())?)
+            }
+            Backend::Tch(m) => {
+                let shape = crate::model::memory::GenShape::from_config(&m.cfg, m.kind().elt_size_in_bytes());
+                Ok(preflight(&shape, m.cfg.max_position_embeddings as usize, rows, longest, max_new, m.device())?)
+            }
+        }
+    }
+
     pub fn generate(
         &mut self,
         reqs: &[GenRequest],
@@ -262,6 +278,8 @@ pub fn run(
         stop_ids: s.stop_ids.clone(),
     };
     let n_chunks = num_chunks(problems.len(), s.k, s.batch);
+    let longest = encoded.iter().map(Vec::len).max().unwrap_or(0);
+    backend.preflight(s.batch.min(problems.len() * s.k), longest, s.max_new_tokens)?;
     let done = store.committed_chunks();
     let mut stats = RunStats { chunks_total: n_chunks, ..Default::default() };
     let t0 = std::time::Instant::now();

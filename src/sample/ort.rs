@@ -8,7 +8,7 @@
 use super::{Result, SampleError};
 use crate::export::{read_manifest, ExportDType, ExportManifest, ONNX_FILE};
 use crate::model::generate::{
-    generation_what, non_finite_row, sample_step, validate_requests, GenRequest, Generation, LeftPadded,
+    generation_what, non_finite_row, row_caps, sample_step, validate_requests, GenRequest, Generation, LeftPadded,
 };
 use crate::model::memory::{self, GenShape};
 use crate::model::sampler::{row_rng, Sampler, SamplingParams};
@@ -164,7 +164,7 @@ impl OrtModel {
     }
 
     /// Where memory plans are checked: the host for the CPU EP, the device otherwise.
-    fn tch_device(&self) -> tch::Device {
+    pub fn tch_device(&self) -> tch::Device {
         match self.device {
             OrtDevice::Cpu => tch::Device::Cpu,
             OrtDevice::Cuda(i) => tch::Device::Cuda(i.max(0) as usize),
@@ -276,13 +276,16 @@ impl OrtModel {
             return Ok(vec![]);
         }
         let b = reqs.len();
+        let max_pos = self.manifest.max_position_embeddings.unwrap_or(usize::MAX);
+        let caps = row_caps(reqs, params.max_new_tokens, max_pos).map_err(SampleError::BadInput)?;
+        let max_new = caps.iter().copied().max().unwrap_or(0);
         let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-        let plan = memory::generation_plan(&self.gen_shape(), b, longest, params.max_new_tokens);
-        memory::check_fits(&generation_what(b, longest, params.max_new_tokens), &plan, self.tch_device())?;
+        let plan = memory::generation_plan(&self.gen_shape(), b, longest, max_new);
+        memory::check_fits(&generation_what(b, longest, max_new), &plan, self.tch_device())?;
         let sampler = Sampler::new(params.clone());
         let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
         let mut out = vec![Generation { tokens: vec![], stopped: false }; b];
-        if params.max_new_tokens == 0 {
+        if max_new == 0 {
             return Ok(out);
         }
         // Left padding; positions = cumsum(mask) - 1, padding positions set to 1 (as the tch model).
@@ -297,12 +300,12 @@ impl OrtModel {
         let flat_mask: Vec<i64> = mask.concat();
         let (_, mut logits, mut kv) = self.forward(&ids, &flat_mask, &pos, kv, 1)?; // [B, 1, V]
         let mut done = vec![false; b];
-        for step in 0..params.max_new_tokens {
+        for step in 0..max_new {
             if let Some(row) = non_finite_row(&logits, vocab, &done) {
                 return Err(crate::model::ModelError::NonFiniteLogits { step, row }.into());
             }
-            let next = sample_step(&sampler, &logits, vocab, params, pad_id, &mut rngs, &mut done, &mut out);
-            if step + 1 == params.max_new_tokens || done.iter().all(|&d| d) {
+            let next = sample_step(&sampler, &logits, vocab, params, &caps, pad_id, &mut rngs, &mut done, &mut out);
+            if step + 1 == max_new || done.iter().all(|&d| d) {
                 break;
             }
             let mut flat_mask = Vec::with_capacity(b * (kv.len + 1));
