@@ -31,6 +31,8 @@ enum Cmd {
     Generate(cli::model::GenerateArgs),
     /// Time one training step (forward + backward) of our tch model; see `make bench-model`.
     BenchModel(cli::model::BenchModelArgs),
+    /// Supervised fine-tuning of the mini task's base model (tiny Qwen3 + its own tokenizer).
+    Sft(cli::sft::SftArgs),
     /// Train a policy with PPO, GRPO, PSR, NSR or W-REINFORCE from a config (resumable).
     Train(cli::train::TrainArgs),
     /// One optimizer step of an objective on fixed rollouts (one mini-batch, on-policy).
@@ -66,6 +68,7 @@ fn main() {
         Cmd::Passk(a) => cli::passk::run(a),
         Cmd::Verify(a) => cli::verify::run(a),
         Cmd::Export(a) => cli::export::run(a),
+        Cmd::Sft(a) => cli::sft::run(a),
         Cmd::Train(a) => cli::train::run_train(a),
         Cmd::TrainStep(a) => cli::train::run_train_step(a),
         Cmd::GradientAnalysis(a) => cli::train::run_gradient(a),

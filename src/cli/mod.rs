@@ -7,6 +7,7 @@ pub mod export;
 pub mod model;
 pub mod passk;
 pub mod sample;
+pub mod sft;
 pub mod train;
 pub mod verify;
 

@@ -46,6 +46,7 @@ fn dry_run(cfg: &TrainConfig) -> Result<()> {
     let dtype: DType = cfg.model.dtype.parse()?;
     let max_prompt = match &cfg.task {
         config::TaskSection::Math(m) => m.max_prompt_tokens,
+        config::TaskSection::Mini(_) => 8,
     };
     let shape = memory::TrainShape {
         elt: dtype.kind().elt_size_in_bytes(),

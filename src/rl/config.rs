@@ -77,6 +77,8 @@ fn d_dtype() -> String {
 pub enum TaskSection {
     /// MATH-style datasets with `\boxed{}` answers (see [`MathTaskConfig`]).
     Math(MathTaskConfig),
+    /// The embedded mini task (see [`crate::mini::MiniConfig`]); the tokenizer is the model folder's.
+    Mini(crate::mini::MiniConfig),
 }
 
 /// `[rollout]`: sampling the training batch from the current policy.
@@ -314,7 +316,7 @@ impl TrainConfig {
         if r.prompts_per_step == 0 || r.n == 0 || r.max_new_tokens == 0 || r.batch == 0 {
             return bad("rollout.prompts_per_step, n, max_new_tokens and batch must be positive".into());
         }
-        if !(r.temperature.is_finite() && r.temperature >= 0.0) || !(r.top_p > 0.0 && r.top_p <= 1.0) {
+        if !(r.temperature.is_finite() && r.temperature >= 0.0 && r.top_p > 0.0 && r.top_p <= 1.0) {
             return bad(format!(
                 "rollout.temperature must be >= 0 and rollout.top_p in (0, 1], got {} and {}",
                 r.temperature, r.top_p
@@ -325,7 +327,7 @@ impl TrainConfig {
             return bad("train.mini_batches and train.micro_batch must be positive".into());
         }
         let total = r.prompts_per_step * r.n;
-        if total % t.mini_batches != 0 {
+        if !total.is_multiple_of(t.mini_batches) {
             return bad(format!(
                 "train.mini_batches = {} must divide the rollout batch of {} samples (prompts_per_step × n)",
                 t.mini_batches, total

@@ -7,6 +7,7 @@ use crate::data::{self, DataRoots, Dataset, Problem};
 use crate::eval::verify::{verify, Mode, Tolerance};
 use crate::prompt::{QwenTokenizer, Template};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// One prompt of a task.
@@ -37,6 +38,15 @@ pub trait Task {
     /// A sha256 over everything that determines the task's prompts and rewards (the run's
     /// settings record it, so a resume on edited data is refused).
     fn fingerprint(&self) -> String;
+    /// Task-specific per-step metrics of a rollout batch (e.g. the mini task's strategy shares).
+    fn rollout_metrics(&self, _rollouts: &[super::Rollout]) -> BTreeMap<String, f64> {
+        BTreeMap::new()
+    }
+    /// The class of response position `t` for per-class entropy logging (e.g. "strategy" for
+    /// the mini task's first token), or `None` when the task does not split positions.
+    fn position_class(&self, _response: &[i64], _t: usize) -> Option<&'static str> {
+        None
+    }
 }
 
 /// The `[task]` section for `kind = "math"`.
@@ -192,5 +202,113 @@ impl Task for MathTask {
     }
     fn fingerprint(&self) -> String {
         self.fingerprint.clone()
+    }
+}
+
+/// The embedded mini task ([`crate::mini`]): generated problems, the model folder's own
+/// tokenizer, the verifier (strict: the last `\boxed{}`) as the reward.
+pub struct MiniTask {
+    data: crate::mini::MiniData,
+    tok: QwenTokenizer,
+    train: Vec<TaskItem>,
+    evals: Vec<(String, Vec<TaskItem>)>,
+    /// Kind of every item by id (for the per-kind strategy shares).
+    kinds: std::collections::HashMap<String, crate::mini::Kind>,
+    fingerprint: String,
+}
+
+fn mini_items(
+    data: &crate::mini::MiniData,
+    items: &[crate::mini::Item],
+    tok: &QwenTokenizer,
+    split: &str,
+) -> Result<Vec<TaskItem>> {
+    let prompts: Vec<String> = items.iter().map(|i| i.problem.prompt()).collect();
+    let enc = tok.encode_batch(&prompts)?;
+    Ok(items
+        .iter()
+        .zip(enc)
+        .map(|(it, ids)| TaskItem {
+            id: format!("mini-{}/{split}/{}", data.cfg.design.name(), it.problem.id()),
+            seed_id: crate::sample::problem_seed_id(&format!("mini-{}", data.cfg.design.name()), &it.problem.id()),
+            prompt_ids: ids.into_iter().map(i64::from).collect(),
+            gold: it.gold.clone(),
+        })
+        .collect())
+}
+
+impl MiniTask {
+    /// Generates the task's data and tokenizes it with `tokenizer` (the model folder's).
+    pub fn new(cfg: &crate::mini::MiniConfig, tokenizer: &Path) -> Result<MiniTask> {
+        let data = crate::mini::MiniData::generate(cfg);
+        let tok = QwenTokenizer::from_file(tokenizer)?;
+        let train = mini_items(&data, &data.rl_pool, &tok, "train")?;
+        let mut kinds: std::collections::HashMap<String, crate::mini::Kind> =
+            train.iter().zip(&data.rl_pool).map(|(t, i)| (t.id.clone(), i.kind)).collect();
+        let mut evals = vec![];
+        for (tier, items) in &data.tiers {
+            let it = mini_items(&data, items, &tok, tier.name())?;
+            kinds.extend(it.iter().zip(items).map(|(t, i)| (t.id.clone(), i.kind)));
+            evals.push((tier.name().to_string(), it));
+        }
+        let tok_sha = crate::fingerprint::digest_file(tokenizer)?.sha256;
+        let cfg_json = serde_json::to_string(cfg).unwrap_or_default();
+        let fingerprint = crate::rundir::sha256_hex(format!("mini\n{cfg_json}\n{tok_sha}").as_bytes());
+        Ok(MiniTask { data, tok, train, evals, kinds, fingerprint })
+    }
+
+    pub fn data(&self) -> &crate::mini::MiniData {
+        &self.data
+    }
+}
+
+impl Task for MiniTask {
+    fn train_items(&self) -> &[TaskItem] {
+        &self.train
+    }
+    fn eval_sets(&self) -> &[(String, Vec<TaskItem>)] {
+        &self.evals
+    }
+    fn reward(&self, item: &TaskItem, response: &[i64]) -> Result<f32> {
+        let text = self.decode(response)?;
+        Ok(verify(&item.gold, &text, Mode::Strict, Tolerance::MathVerify).correct as u8 as f32)
+    }
+    fn stop_ids(&self) -> Vec<i64> {
+        crate::sample::stop_ids(&self.tok, &[], false)
+    }
+    fn pad_id(&self) -> i64 {
+        crate::sample::pad_id(&self.tok)
+    }
+    fn decode(&self, ids: &[i64]) -> Result<String> {
+        let ids: Vec<u32> = ids.iter().map(|&t| t as u32).collect();
+        Ok(self.tok.decode(&ids, true)?)
+    }
+    fn fingerprint(&self) -> String {
+        self.fingerprint.clone()
+    }
+    /// The share of rollouts taking strategy 2 (`$`, or design B's slow chain), overall and on
+    /// the prompts where each heuristic is right.
+    fn rollout_metrics(&self, rollouts: &[super::Rollout]) -> BTreeMap<String, f64> {
+        use crate::mini::{strategy_of, Kind};
+        let design = self.data.cfg.design;
+        let mut counts: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for r in rollouts {
+            let text = self.decode(&r.response_ids).unwrap_or_default();
+            let s2 = (strategy_of(design, &text) == 2) as usize;
+            let kind = match self.kinds.get(&r.group) {
+                Some(Kind::Easy) => "s2_share_easy",
+                Some(Kind::Hard) => "s2_share_hard",
+                None => "s2_share_unknown",
+            };
+            for key in ["s2_share", kind] {
+                let c = counts.entry(key).or_default();
+                c.0 += s2;
+                c.1 += 1;
+            }
+        }
+        counts.into_iter().map(|(k, (s, n))| (k.to_string(), s as f64 / n.max(1) as f64)).collect()
+    }
+    fn position_class(&self, _response: &[i64], t: usize) -> Option<&'static str> {
+        Some(if t == 0 { "strategy" } else { "answer" })
     }
 }

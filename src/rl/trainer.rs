@@ -23,7 +23,7 @@ use super::logprob::token_stats;
 use super::metrics::{EvalMetrics, Log, StepMetrics, EVAL_JSONL, EVAL_PARQUET, METRICS_JSONL, METRICS_PARQUET};
 use super::optim::{AdamW, OptimConfig};
 use super::rollout::{self, Rollout};
-use super::task::{MathTask, Task, TaskItem};
+use super::task::{MathTask, MiniTask, Task, TaskItem};
 use super::update::{update, Learner, UpdateConfig};
 use super::{io_err, ObjectiveKind, Result, RlError};
 use crate::model::{self, DType, LoadedModel, SamplingParams};
@@ -104,6 +104,7 @@ pub fn step_prompts(
 pub fn build_task(cfg: &TrainConfig, model_eos: &[i64]) -> Result<Box<dyn Task>> {
     match &cfg.task {
         TaskSection::Math(m) => Ok(Box::new(MathTask::new(m, &cfg.model.path, model_eos)?)),
+        TaskSection::Mini(m) => Ok(Box::new(MiniTask::new(m, &cfg.model.path.join("tokenizer.json"))?)),
     }
 }
 
@@ -250,7 +251,8 @@ pub fn train(
         };
         let u = update(&mut learner, &rollouts, &upd)?;
         let t_upd = t1.elapsed().as_secs_f64();
-        let m = step_metrics(step, epoch, &rollouts, &params, u, t_roll, t_upd);
+        let mut m = step_metrics(step, epoch, &rollouts, &params, u, t_roll, t_upd);
+        m.extra = task_metrics(task, &rollouts, &m.update.rollout_token_entropy);
         metrics.append(&m)?;
         on_step(&m, cfg.train.steps);
         if cfg.eval.every > 0 && step % cfg.eval.every == 0 {
@@ -317,6 +319,26 @@ fn step_metrics(
         time_update_tokens_per_s: all_tokens as f64 / t_upd.max(1e-9),
         extra: Default::default(),
     }
+}
+
+/// The task's own metrics plus the rollout entropy split by the task's position classes
+/// (`entropy_<class>`: mean over the tokens of that class).
+fn task_metrics(task: &dyn Task, rollouts: &[Rollout], entropy: &[Vec<f32>]) -> BTreeMap<String, f64> {
+    let mut out = task.rollout_metrics(rollouts);
+    let mut sums: BTreeMap<&'static str, (f64, usize)> = BTreeMap::new();
+    for (r, ent) in rollouts.iter().zip(entropy) {
+        for (t, &e) in ent.iter().enumerate() {
+            if let Some(class) = task.position_class(&r.response_ids, t) {
+                let s = sums.entry(class).or_default();
+                s.0 += e as f64;
+                s.1 += 1;
+            }
+        }
+    }
+    for (class, (s, n)) in sums {
+        out.insert(format!("entropy_{class}"), s / n.max(1) as f64);
+    }
+    out
 }
 
 /// Validation generations on every held-out set: accuracy and mean token entropy.

@@ -110,6 +110,10 @@ pub struct UpdateStats {
     pub value_loss: Option<f64>,
     pub value_clip_frac: Option<f64>,
     pub critic_grad_norm: Option<f64>,
+    /// Per-token entropies of every rollout under the rollout policy (for per-class logging; not
+    /// serialized).
+    #[serde(skip)]
+    pub rollout_token_entropy: Vec<Vec<f32>>,
 }
 
 fn concat(rows: &[usize], per_row: &[Vec<f32>]) -> Vec<f32> {
@@ -295,6 +299,7 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
     stats.grad_norm = norm_sum / steps;
     let all_ent: Vec<f32> = rollout_ent.iter().flatten().copied().collect();
     stats.rollout_entropy = all_ent.iter().map(|&x| x as f64).sum::<f64>() / all_ent.len().max(1) as f64;
+    stats.rollout_token_entropy = rollout_ent;
     if use_ref {
         let (mut d, mut n) = (0.0f64, 0usize);
         for &i in &selected {
