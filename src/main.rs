@@ -31,6 +31,8 @@ enum Cmd {
     Generate(cli::model::GenerateArgs),
     /// Time one training step (forward + backward) of our tch model; see `make bench-model`.
     BenchModel(cli::model::BenchModelArgs),
+    /// Write the mini task's held-out tiers as problem files (for `sample --problems`).
+    MiniData(cli::sft::MiniDataArgs),
     /// Supervised fine-tuning of the mini task's base model (tiny Qwen3 + its own tokenizer).
     Sft(cli::sft::SftArgs),
     /// Train a policy with PPO, GRPO, PSR, NSR or W-REINFORCE from a config (resumable).
@@ -48,6 +50,15 @@ enum Cmd {
     Sample(cli::sample::SampleArgs),
     /// Score a samples folder: per-problem counts and the pass@k curve per dataset (JSON + parquet).
     Eval(cli::eval::EvalArgs),
+    /// Table 1 and every figure of a run into results/<run>/report/ (or one: --only).
+    Report(cli::report::ReportArgs),
+    /// Regenerate a run's figures alone (--only fig4 for one).
+    Figures(cli::report::FiguresArgs),
+    /// Check the paper's claims (paper/claims.toml) on a run: PASS / FAIL / NOT-RUN with the numbers.
+    Claims(cli::report::ClaimsArgs),
+    /// Golden outputs: check a run against golden/<profile>/ (CI), bless new ones, write a manifest.
+    #[command(subcommand)]
+    Golden(cli::golden::GoldenCmd),
     /// Verify answers: extract the final answer (last \boxed{}) and check math equivalence with the gold.
     Verify(cli::verify::VerifyArgs),
     /// Show the native runtimes (libtorch, CUDA, ONNX Runtime) and where data is looked for.
@@ -69,12 +80,17 @@ fn main() {
         Cmd::Verify(a) => cli::verify::run(a),
         Cmd::Export(a) => cli::export::run(a),
         Cmd::Sft(a) => cli::sft::run(a),
+        Cmd::MiniData(a) => cli::sft::run_mini_data(a),
         Cmd::Train(a) => cli::train::run_train(a),
         Cmd::TrainStep(a) => cli::train::run_train_step(a),
         Cmd::GradientAnalysis(a) => cli::train::run_gradient(a),
         Cmd::BenchTrain(a) => cli::train::run_bench_train(a),
         Cmd::Sample(a) => cli::sample::run(a),
         Cmd::Eval(a) => cli::eval::run(a),
+        Cmd::Report(a) => cli::report::run(a),
+        Cmd::Figures(a) => cli::report::run_figures(a),
+        Cmd::Claims(a) => cli::report::run_claims(a),
+        Cmd::Golden(c) => cli::golden::run(c),
         Cmd::Logits(a) => cli::model::run_logits(a),
         Cmd::Generate(a) => cli::model::run_generate(a),
         Cmd::BenchModel(a) => cli::model::run_bench_model(a),

@@ -117,7 +117,7 @@ fn store_commits_atomically_and_cleans_temp_files() {
     use rlvr_decomp::sample::{BackendKind, FinishReason, SampleRecord, SampleSettings, SampleStore, VerifierSettings};
     let tmp = tempfile::tempdir().unwrap();
     let settings = SampleSettings {
-        dataset: rlvr_decomp::data::Dataset::Math500,
+        dataset: rlvr_decomp::data::DatasetName::Known(rlvr_decomp::data::Dataset::Math500),
         num_problems: 1,
         selection_sha256: "x".into(),
         k: 2,

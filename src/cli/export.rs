@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ExportArgs {
-    /// HF model directory (config.json + safetensors), Qwen2 or Qwen3.
+    /// HF model directory (config.json + safetensors), Qwen2 or Qwen3; or a training run folder
+    /// (`train --out`), whose newest checkpoint's policy is exported.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// Output directory: model.onnx, model.onnx.data, config/tokenizer files, export.json.
@@ -20,8 +21,16 @@ pub struct ExportArgs {
 pub fn run(args: ExportArgs) -> Result<()> {
     let dtype: ExportDType = args.dtype.parse()?;
     let t0 = std::time::Instant::now();
-    let m = export::export(&args.model, &args.out, &ExportOptions { dtype })
-        .with_context(|| format!("exporting {} to {}", args.model.display(), args.out.display()))?;
+    let model = if args.model.join("checkpoints").is_dir() {
+        let p = rlvr_decomp::rl::trainer::latest_policy(&args.model)?
+            .with_context(|| format!("{}: a training run with no complete checkpoint yet", args.model.display()))?;
+        tracing::info!("{} is a training run: exporting its newest checkpoint {}", args.model.display(), p.display());
+        p
+    } else {
+        args.model.clone()
+    };
+    let m = export::export(&model, &args.out, &ExportOptions { dtype })
+        .with_context(|| format!("exporting {} to {}", model.display(), args.out.display()))?;
     tracing::info!(
         "exported {} ({} layers, {} dtype, {:.1} MB of weights) to {} in {:.1}s",
         m.arch,

@@ -4,8 +4,10 @@
 pub mod data;
 pub mod eval;
 pub mod export;
+pub mod golden;
 pub mod model;
 pub mod passk;
+pub mod report;
 pub mod sample;
 pub mod sft;
 pub mod train;

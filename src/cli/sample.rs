@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rlvr_decomp::data::{self, Dataset};
+use rlvr_decomp::data::{self, Dataset, DatasetName};
 use rlvr_decomp::eval::verify::{Mode, Tolerance};
 use rlvr_decomp::prompt::{QwenTokenizer, Template};
 use rlvr_decomp::sample::{
@@ -22,8 +22,13 @@ pub struct SampleArgs {
     /// Generation backend: ort (ONNX Runtime, the default) or tch (libtorch, needs --model).
     #[arg(long, value_enum, default_value_t = BackendKind::Ort)]
     pub backend: BackendKind,
-    #[arg(long, value_enum)]
-    pub dataset: Dataset,
+    /// A dataset the harness knows (or give --problems).
+    #[arg(long, value_enum, required_unless_present = "problems", conflicts_with = "problems")]
+    pub dataset: Option<Dataset>,
+    /// A problems file instead (JSONL of problems, as `datasets --dump` and `mini-data` write);
+    /// its name in settings and reports is the file name without `.jsonl`.
+    #[arg(long, value_name = "FILE")]
+    pub problems: Option<PathBuf>,
     /// Sampling preset (sets T, top-p, top-k, k and template; explicit flags override).
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
@@ -108,7 +113,14 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let tokenizer_sha256 = rlvr_decomp::fingerprint::digest_file(&tok_path)?.sha256;
 
     let roots = args.data.roots();
-    let mut problems = data::load(args.dataset, &roots)?;
+    let (dataset, mut problems) = match (&args.problems, args.dataset) {
+        (Some(f), _) => {
+            let name = f.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "problems".into());
+            (DatasetName::File(name), data::load_problems_file(f)?)
+        }
+        (None, Some(d)) => (DatasetName::Known(d), data::load(d, &roots)?),
+        (None, None) => bail!("give --dataset or --problems"),
+    };
     if let Some(n) = args.limit {
         problems.truncate(n);
     }
@@ -143,7 +155,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     tracing::info!("backend {:?} on {ep}", args.backend);
 
     let settings = SampleSettings {
-        dataset: args.dataset,
+        dataset,
         num_problems: problems.len(),
         selection_sha256: sample::selection_sha256(&problems, choice.template),
         k,

@@ -248,8 +248,11 @@ pub struct GradientArgs {
     pub response_ids: Option<String>,
     /// Take the prompt from a dataset problem (rendered with --template, tokenized with the
     /// model folder's tokenizer.json or the project's).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "problems")]
     pub dataset: Option<rlvr_decomp::data::Dataset>,
+    /// Take the prompt from a problems file instead (JSONL, as `mini-data` writes).
+    #[arg(long, value_name = "FILE")]
+    pub problems: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub index: usize,
     #[arg(long, value_enum, default_value = "qwen2.5-math")]
@@ -284,20 +287,29 @@ fn parse_ids(s: &str, flag: &str) -> Result<Vec<i64>> {
 
 pub fn run_gradient(args: GradientArgs) -> Result<()> {
     let lm = model::load_model(&args.model, tch::Device::Cpu, DType::F32)?;
-    let prompt = match (&args.prompt_ids, args.dataset) {
-        (Some(p), _) => parse_ids(p, "--prompt-ids")?,
-        (None, Some(ds)) => {
-            let problems = rlvr_decomp::data::load(ds, &args.data.roots())?;
+    let tok_path = Some(args.model.join("tokenizer.json")).filter(|p| p.is_file());
+    let tokenizer = || -> Result<rlvr_decomp::prompt::QwenTokenizer> {
+        Ok(rlvr_decomp::prompt::QwenTokenizer::from_file(&rlvr_decomp::paths::tokenizer_path(tok_path.as_deref()))?)
+    };
+    // With a problem (--dataset / --problems): its gold answer, to verify the response.
+    let mut problem: Option<rlvr_decomp::data::Problem> = None;
+    let prompt = match (&args.prompt_ids, args.dataset, &args.problems) {
+        (Some(p), _, _) => parse_ids(p, "--prompt-ids")?,
+        (None, ds, file) if ds.is_some() || file.is_some() => {
+            let problems = match (ds, file) {
+                (Some(ds), _) => rlvr_decomp::data::load(ds, &args.data.roots())?,
+                (None, Some(f)) => rlvr_decomp::data::load_problems_file(f)?,
+                (None, None) => unreachable!("guarded above"),
+            };
             let p = problems
                 .get(args.index)
-                .with_context(|| format!("--index {} out of range ({} problems)", args.index, problems.len()))?;
-            let tok_path = Some(args.model.join("tokenizer.json")).filter(|p| p.is_file());
-            let tok = rlvr_decomp::prompt::QwenTokenizer::from_file(&rlvr_decomp::paths::tokenizer_path(
-                tok_path.as_deref(),
-            ))?;
-            tok.encode(&args.template.render(&p.problem))?.into_iter().map(i64::from).collect()
+                .with_context(|| format!("--index {} out of range ({} problems)", args.index, problems.len()))?
+                .clone();
+            let ids = tokenizer()?.encode(&args.template.render(&p.problem))?.into_iter().map(i64::from).collect();
+            problem = Some(p);
+            ids
         }
-        (None, None) => bail!("give --prompt-ids or --dataset"),
+        _ => bail!("give --prompt-ids, --dataset or --problems"),
     };
     let response = match &args.response_ids {
         Some(r) => parse_ids(r, "--response-ids")?,
@@ -322,6 +334,20 @@ pub fn run_gradient(args: GradientArgs) -> Result<()> {
     );
     let mut json = serde_json::to_value(&a)?;
     json["prompt_ids"] = serde_json::json!(prompt);
+    if let Some(p) = &problem {
+        // The response's verdict: the figure puts correct responses under PSR, wrong ones under NSR.
+        let ids: Vec<u32> = response.iter().map(|&t| t as u32).collect();
+        let text = tokenizer()?.decode(&ids, true)?;
+        let v = rlvr_decomp::eval::verify::verify(
+            &p.answer,
+            &text,
+            rlvr_decomp::eval::verify::Mode::Strict,
+            rlvr_decomp::eval::verify::Tolerance::MathVerify,
+        );
+        json["problem_id"] = serde_json::json!(p.id);
+        json["response_text"] = serde_json::json!(text);
+        json["correct"] = serde_json::json!(v.correct);
+    }
     super::write_json_atomic(Path::new(&args.out), &json)?;
     println!("{}", serde_json::json!({"out": args.out, "tokens": a.tokens.len(), "max_abs_diff": a.max_abs_diff}));
     Ok(())

@@ -124,6 +124,63 @@ impl std::fmt::Display for Dataset {
     }
 }
 
+/// A dataset's name in settings and reports: one the harness knows, or a problems file's own
+/// name (`--problems FILE`, e.g. the mini task's tiers). Serialized as the plain name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DatasetName {
+    Known(Dataset),
+    File(String),
+}
+
+impl DatasetName {
+    pub fn name(&self) -> &str {
+        match self {
+            DatasetName::Known(d) => d.name(),
+            DatasetName::File(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for DatasetName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Reads a problems file: one [`Problem`] per line (as `rlvr-decomp datasets --dump` and
+/// `rlvr-decomp mini-data` write them). Every row must parse; ids must be unique.
+pub fn load_problems_file(path: &Path) -> Result<Vec<Problem>, DataError> {
+    let text = std::fs::read_to_string(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            DataError::Missing { path: path.to_path_buf(), hint: "a JSONL file of problems".into() }
+        } else {
+            DataError::Io { path: path.to_path_buf(), source }
+        }
+    })?;
+    let mut out: Vec<Problem> = vec![];
+    let mut ids = std::collections::HashSet::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let p: Problem = serde_json::from_str(line).map_err(|e| DataError::Malformed {
+            path: path.to_path_buf(),
+            row: i + 1,
+            msg: e.to_string(),
+        })?;
+        if !ids.insert(p.id.clone()) {
+            return Err(DataError::Malformed {
+                path: path.to_path_buf(),
+                row: i + 1,
+                msg: format!("duplicate id {:?}", p.id),
+            });
+        }
+        out.push(p);
+    }
+    if out.is_empty() {
+        return Err(DataError::BadFile { path: path.to_path_buf(), msg: "no problems".into() });
+    }
+    Ok(out)
+}
+
 /// The two directories datasets are read from (see [`crate::paths`]).
 #[derive(Clone, Debug)]
 pub struct DataRoots {

@@ -366,6 +366,47 @@ impl MiniData {
     }
 }
 
+impl MiniData {
+    /// Every held-out tier as problem records (the `sample` stage's `--problems` files):
+    /// id `mini-<design>/<tier>/<a>+<b>`, the prompt text, the gold answer, the kind as subject.
+    pub fn tier_problems(&self) -> Vec<(Tier, Vec<crate::data::Problem>)> {
+        let d = self.cfg.design;
+        self.tiers
+            .iter()
+            .map(|(tier, items)| {
+                let probs = items
+                    .iter()
+                    .map(|it| crate::data::Problem {
+                        id: format!("mini-{}/{}/{}", d.name(), tier.name(), it.problem.id()),
+                        source: format!("mini-{}-{}", d.name(), tier.name()),
+                        problem: it.problem.prompt(),
+                        answer: it.gold.clone(),
+                        level: None,
+                        subject: Some(match it.kind {
+                            Kind::Easy => "easy".into(),
+                            Kind::Hard => "hard".into(),
+                        }),
+                        solution: None,
+                    })
+                    .collect();
+                (*tier, probs)
+            })
+            .collect()
+    }
+
+    /// Writes `tier-<name>.jsonl` for every tier into `dir` (durably); returns the paths.
+    pub fn write_tiers(&self, dir: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        let mut out = vec![];
+        for (tier, probs) in self.tier_problems() {
+            let text: String = probs.iter().map(|p| serde_json::to_string(p).expect("serializable") + "\n").collect();
+            let path = dir.join(format!("tier-{}.jsonl", tier.name()));
+            crate::durable::write(&path, text.as_bytes())?;
+            out.push(path);
+        }
+        Ok(out)
+    }
+}
+
 /// Which strategy a response took: 1 (`#`), 2 (`$`, or B's slow chain), or 0 (neither).
 pub fn strategy_of(design: Design, response: &str) -> u8 {
     match response.chars().next() {

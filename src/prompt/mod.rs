@@ -4,6 +4,7 @@
 //! - `qwen2.5-math` (Qwen2.5-Math-7B, from SimpleRL-Zoo):
 //!   `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{input}\nPlease reason step by step, and put your final answer within \boxed{}.<|im_end|>\n<|im_start|>assistant\n`
 //! - `qwen3` (Qwen3-4B non-thinking): the same, followed by `<think>\n\n</think>\n` (empty think block).
+//! - `plain`: the problem text as it is (the embedded mini task).
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,9 @@ pub enum Template {
     /// Qwen3-4B non-thinking: `qwen2.5-math` followed by an empty `<think>` block.
     #[value(name = "qwen3")]
     Qwen3,
+    /// The problem text as it is (the mini task's `a+b=` prompts).
+    #[value(name = "plain")]
+    Plain,
 }
 
 const SYSTEM: &str = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n";
@@ -30,6 +34,9 @@ const EMPTY_THINK: &str = "<think>\n\n</think>\n";
 impl Template {
     /// Render the prompt for one problem statement.
     pub fn render(self, problem: &str) -> String {
+        if self == Template::Plain {
+            return problem.to_string();
+        }
         let mut s = String::with_capacity(SYSTEM.len() + problem.len() + INSTRUCTION.len() + EMPTY_THINK.len());
         s.push_str(SYSTEM);
         s.push_str(problem);
@@ -44,6 +51,7 @@ impl Template {
         match self {
             Template::Qwen25Math => "qwen2.5-math",
             Template::Qwen3 => "qwen3",
+            Template::Plain => "plain",
         }
     }
 }

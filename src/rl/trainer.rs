@@ -385,6 +385,13 @@ fn run_eval(cfg: &TrainConfig, task: &dyn Task, policy: &LoadedModel, step: usiz
     Ok(())
 }
 
+/// The policy folder of a training run's newest complete checkpoint
+/// (`<run>/checkpoints/<latest.dir>/policy`), or `None` when the run has no checkpoint yet.
+pub fn latest_policy(run: &Path) -> Result<Option<PathBuf>> {
+    let ckpts = run.join("checkpoints");
+    Ok(read_latest(&ckpts)?.map(|l| ckpts.join(l.dir).join("policy")))
+}
+
 fn read_latest(ckpts: &Path) -> Result<Option<Latest>> {
     let path = ckpts.join(LATEST);
     match std::fs::read_to_string(&path) {

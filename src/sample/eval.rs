@@ -4,7 +4,7 @@
 
 use super::store::SampleStore;
 use super::{Result, SampleError};
-use crate::data::Dataset;
+use crate::data::DatasetName;
 use crate::eval::pass_at_k::{powers_of_two_up_to, report, Counts, PassAtKReport};
 use polars::prelude::*;
 use serde::Serialize;
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DatasetEval {
-    pub dataset: Dataset,
+    pub dataset: DatasetName,
     pub samples_dir: PathBuf,
     /// Samples per problem requested by the run.
     pub k_requested: usize,
@@ -59,7 +59,7 @@ pub fn evaluate_dir(dir: &Path, ks: Option<&[u64]>) -> Result<DatasetEval> {
     let total_n: u64 = counts.values().map(|c| c.n).sum();
     let total_c: u64 = counts.values().map(|c| c.c).sum();
     Ok(DatasetEval {
-        dataset: s.dataset,
+        dataset: s.dataset.clone(),
         samples_dir: dir.to_path_buf(),
         k_requested: s.k,
         min_samples: min_n,
@@ -84,9 +84,9 @@ fn parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
 /// Two folders of one dataset are refused: which one is meant cannot be guessed.
 pub fn evaluate(dirs: &[PathBuf], ks: Option<&[u64]>, out_dir: &Path) -> Result<Vec<DatasetEval>> {
     let evals: Vec<DatasetEval> = dirs.iter().map(|d| evaluate_dir(d, ks)).collect::<Result<_>>()?;
-    let mut seen: BTreeMap<Dataset, &Path> = BTreeMap::new();
+    let mut seen: BTreeMap<DatasetName, &Path> = BTreeMap::new();
     for e in &evals {
-        if let Some(first) = seen.insert(e.dataset, &e.samples_dir) {
+        if let Some(first) = seen.insert(e.dataset.clone(), &e.samples_dir) {
             return Err(SampleError::BadInput(format!(
                 "{} and {} both hold samples of {}; evaluate one folder per dataset",
                 first.display(),
@@ -107,13 +107,13 @@ pub fn evaluate(dirs: &[PathBuf], ks: Option<&[u64]>, out_dir: &Path) -> Result<
     let (mut ds2, mut kk, mut pk) = (vec![], vec![], vec![]);
     for e in &evals {
         for (id, p) in &e.report.per_problem {
-            ds.push(e.dataset.name());
+            ds.push(e.dataset.name().to_string());
             pid.push(id.clone());
             n.push(p.n);
             c.push(p.c);
         }
         for (k, v) in &e.report.pass_at_k {
-            ds2.push(e.dataset.name());
+            ds2.push(e.dataset.name().to_string());
             kk.push(*k);
             pk.push(*v);
         }

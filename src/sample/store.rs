@@ -8,7 +8,7 @@
 //! [`SampleStore::read_verified`] (evaluation) it is an error.
 
 use super::{Result, SampleError};
-use crate::data::Dataset;
+use crate::data::DatasetName;
 use crate::eval::verify::{Mode, Tolerance};
 use crate::prompt::Template;
 use crate::rundir::{self, Layout, RunDir};
@@ -42,7 +42,7 @@ pub struct VerifierSettings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SampleSettings {
-    pub dataset: Dataset,
+    pub dataset: DatasetName,
     /// Problems used (the first `num_problems` of the dataset, `--limit`).
     pub num_problems: usize,
     /// sha256 over every selected problem's id, rendered prompt and gold answer, in order
