@@ -16,7 +16,9 @@
 #   PROFILE=ablations  named experiments from the mini base into results/mini/experiments/ablations/:
 #                      NSR at lr 3e-4 with and without clipping, on-policy PSR/NSR, all-tokens
 #                      normalisation, the W-REINFORCE λ sweep {0, 0.5, 1} (0.1 is the main run's)
-#   PROFILE=qwen3-4b | qwen2.5-math-7b   the paper's presets on a GPU site: MODEL_DIR=<HF model dir>
+#   PROFILE=qwen3-4b | qwen2.5-math-7b   the paper's presets on a GPU site: MODEL_DIR=<HF model dir>;
+#                      PAPER_SETS="section.key=value ..." overrides the presets, K (default 256) the
+#                      samples per problem, LIMIT the problems per benchmark, SAMPLE_SETS extra sample flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-mini}
@@ -315,7 +317,8 @@ paper_scale() {
   for m in base $METHODS; do
     for ds in math500 aime2025 amc23; do
       local onnx="$OUT/export/$m/seed0/model"; [ "$m" = base ] && onnx="$OUT/export/base/model"
-      "$BIN" sample --onnx "$onnx" --dataset "$ds" --preset "$preset" --k "$k" --out "$OUT/samples/$m/seed0/$ds" > /dev/null
+      "$BIN" sample --onnx "$onnx" --dataset "$ds" --preset "$preset" --k "$k" ${LIMIT:+--limit "$LIMIT"} \
+        ${SAMPLE_SETS:-} --out "$OUT/samples/$m/seed0/$ds" > /dev/null
     done
     "$BIN" eval --samples "$OUT/samples/$m/seed0/math500" "$OUT/samples/$m/seed0/aime2025" "$OUT/samples/$m/seed0/amc23" \
       --out "$OUT/eval/$m/seed0" > /dev/null

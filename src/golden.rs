@@ -277,8 +277,10 @@ pub fn compute_hashes(run: &Path, golden_root: &Path, claims_file: &Path) -> Res
     if !fixed.is_dir() {
         return Err(GoldenError::Missing { path: fixed, hint: "a committed input of the golden check".into() });
     }
-    let tmp = std::env::temp_dir().join(format!("rlvr-golden-report-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
+    // The copy's folder is named like the fixture: figure titles carry the run's name.
+    let scratch = std::env::temp_dir().join(format!("rlvr-golden-{}", std::process::id()));
+    let tmp = scratch.join("report-run");
+    let _ = std::fs::remove_dir_all(&scratch);
     copy_dir(&fixed, &tmp)?;
     let summary = crate::report::run(&tmp, None);
     let claims = summary.as_ref().ok().map(|_| crate::report::claims::run(&tmp, claims_file));
@@ -305,7 +307,7 @@ pub fn compute_hashes(run: &Path, golden_root: &Path, claims_file: &Path) -> Res
         }
         Ok(())
     })();
-    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = std::fs::remove_dir_all(&scratch);
     res?;
     Ok(out)
 }

@@ -318,7 +318,9 @@ fn draw_pass_figure<DB: DrawingBackend>(
 
 /// One pass@k figure per tier: ours (mean over seeds), and the paper's on the benchmark the tier
 /// stands in for, side by side.
-pub fn pass_at_k_figures(rows: &[PassRow], paper: &PaperData, out: &Path) -> Result<Vec<PathBuf>> {
+///
+/// `run_name` names our run in the titles (`mini`, `smoke`, `qwen3-4b`, …).
+pub fn pass_at_k_figures(rows: &[PassRow], paper: &PaperData, run_name: &str, out: &Path) -> Result<Vec<PathBuf>> {
     let mut files = vec![];
     for ((_, tier), methods) in curves(rows) {
         let ours: Vec<Line> = methods.into_iter().map(|((_, m), pts)| Line::method(&m, log2_points(&pts))).collect();
@@ -340,11 +342,11 @@ pub fn pass_at_k_figures(rows: &[PassRow], paper: &PaperData, out: &Path) -> Res
         }
         let n_seeds = seeds.len();
         panels.push((
-            format!("ours: mini scale, {tier} tier ({n_seeds} seed{})", if n_seeds == 1 { "" } else { "s" }),
+            format!("ours: {run_name}, {tier} tier ({n_seeds} seed{})", if n_seeds == 1 { "" } else { "s" }),
             ours,
         ));
         let title = format!(
-            "pass@k on {} — the paper's curves and ours (mini tier `{tier}` stands in for it)",
+            "pass@k on {} — the paper's curves and ours (run `{run_name}`, tier `{tier}`)",
             benchmark_of_tier(&tier)
         );
         let width = 500 * panels.len() as u32 + LEGEND_W;
@@ -431,7 +433,7 @@ fn draw_grid<DB: DrawingBackend>(
 }
 
 /// The Fig. 4a–d analogue, under the paper's own points.
-pub fn dynamics_figure(runs: &[TrainingRun], paper: &PaperData, out: &Path) -> Result<Vec<PathBuf>> {
+pub fn dynamics_figure(runs: &[TrainingRun], paper: &PaperData, run_name: &str, out: &Path) -> Result<Vec<PathBuf>> {
     let eval = |field: &'static str| {
         move |r: &TrainingRun| -> Vec<(usize, f64)> {
             r.evals
@@ -509,8 +511,10 @@ pub fn dynamics_figure(runs: &[TrainingRun], paper: &PaperData, out: &Path) -> R
         ),
     ]);
     let rows = panels.len() / 4;
-    let title = "Training dynamics. Top: Qwen2.5-Math-7B, points read off the paper's Fig. 4. Bottom: ours at mini scale, mean over seeds";
-    Ok(render_both!(out, "fig4_dynamics", (1800 + LEGEND_W, 430 * rows as u32 + 40), draw_grid(title, rows, &panels)))
+    let title = format!(
+        "Training dynamics. Top: Qwen2.5-Math-7B, points read off the paper's Fig. 4. Bottom: ours (run `{run_name}`), mean over seeds"
+    );
+    Ok(render_both!(out, "fig4_dynamics", (1800 + LEGEND_W, 430 * rows as u32 + 40), draw_grid(&title, rows, &panels)))
 }
 
 /// One point of the gradient figure.

@@ -226,6 +226,11 @@ pub fn run(run: &Path, only: Option<&str>) -> Result<ReportSummary> {
     let training = collect_training(run)?;
     let paper = paper::PaperData::load(&crate::paths::project_root())?;
     let exps = experiments(run)?;
+    // The run's name in titles; a trailing slash or `.` still names the folder.
+    let run_name = std::fs::canonicalize(run)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "run".into());
     let mut files = vec![];
     let want = |name: &str| only.is_none_or(|o| name.starts_with(o));
     if want("table1") {
@@ -236,10 +241,10 @@ pub fn run(run: &Path, only: Option<&str>) -> Result<ReportSummary> {
         files.extend(tables::write_experiments(&e, &out)?);
     }
     if want("fig2") {
-        files.extend(figures::pass_at_k_figures(&rows, &paper, &out)?);
+        files.extend(figures::pass_at_k_figures(&rows, &paper, &run_name, &out)?);
     }
     if want("fig4") && !training.is_empty() {
-        files.extend(figures::dynamics_figure(&training, &paper, &out)?);
+        files.extend(figures::dynamics_figure(&training, &paper, &run_name, &out)?);
     }
     let mut grads: Vec<PathBuf> = std::fs::read_dir(run.join("gradient"))
         .into_iter()

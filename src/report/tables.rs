@@ -60,7 +60,7 @@ pub fn write_table1(rows: &[PassRow], out: &Path) -> Result<Vec<PathBuf>> {
     let csv_path = out.join("table1.csv");
     write_csv(&mut frame(rows)?, &csv_path)?;
     let n_seeds = rows.iter().map(|r| r.seed).collect::<std::collections::BTreeSet<_>>().len();
-    let mut md = String::from("# Table 1 (mini scale): pass@k (%) by method and tier\n\n");
+    let mut md = String::from("# Table 1: pass@k (%) by method and tier\n\n");
     md.push_str(&format!(
         "Unbiased pass@k (Chen et al. 2021) from the run's samples; the mean over {n_seeds} seed(s){}. \
          Long form with every seed: `table1.csv`.\n",
@@ -82,7 +82,7 @@ pub fn write_experiments(exps: &[(String, Vec<PassRow>)], out: &Path) -> Result<
     df.insert_column(0, Column::new("experiment".into(), names)).map_err(pe)?;
     let csv_path = out.join("table_experiments.csv");
     write_csv(&mut df, &csv_path)?;
-    let mut md = String::from("# Experiments (mini scale): pass@k (%) by method and tier\n\n");
+    let mut md = String::from("# Experiments: pass@k (%) by method and tier\n\n");
     md.push_str(
         "Design B is the control (an always-correct slow strategy: every method should improve every k); \
          design H is claim (b)'s experiment (hash-bit targets, first-order neutral; PSR and NSR at lr 3e-4); \
