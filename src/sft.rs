@@ -165,6 +165,25 @@ impl SftConfig {
         Ok(cfg)
     }
 
+    /// The mini task of any config with a mini `[task]` table (an SFT config, or a mini RL config whose
+    /// `[task]` also says `kind = "mini"`), after `--set` overrides: what `mini-data` generates from.
+    pub fn task_from_toml(text: &str, sets: &[String]) -> Result<crate::mini::MiniConfig> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| RlError::Config(e.message().to_string()))?;
+        crate::rl::config::apply_overrides(&mut table, sets)?;
+        let mut task = table
+            .remove("task")
+            .and_then(|t| t.as_table().cloned())
+            .ok_or_else(|| RlError::Config("no [task] table".into()))?;
+        if let Some(kind) = task.remove("kind") {
+            if kind.as_str() != Some("mini") {
+                return Err(RlError::Config(format!("[task] kind = {kind}: not the mini task")));
+            }
+        }
+        toml::Value::Table(task)
+            .try_into()
+            .map_err(|e: toml::de::Error| RlError::Config(format!("[task]: {}", e.message())))
+    }
+
     /// The HF `config.json` of the base model.
     pub fn hf_config(&self) -> serde_json::Value {
         let m = &self.model;

@@ -80,3 +80,19 @@ max_new_tokens = 16
     let evals = std::fs::read_to_string(tmp.path().join("rl/eval_metrics.jsonl")).unwrap();
     assert_eq!(evals.lines().count(), 6, "three tiers before training and after step 3");
 }
+
+/// `mini-data` reads the mini task from an SFT or a mini RL config, with overrides; a config of
+/// another task is refused.
+#[test]
+fn task_config_from_sft_and_rl_configs() {
+    use rlvr_decomp::mini::Design;
+    use rlvr_decomp::sft::SftConfig;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    let c = SftConfig::task_from_toml(&read("paper/configs/mini/sft.toml"), &[]).unwrap();
+    assert_eq!((c.design, c.eval_per_tier), (Design::C, 50));
+    let h = SftConfig::task_from_toml(&read("paper/configs/mini/psr.toml"), &["task.design=h".into()]).unwrap();
+    assert_eq!(h.design, Design::H);
+    let e = SftConfig::task_from_toml(&read("paper/configs/qwen3-4b/psr.toml"), &[]).unwrap_err().to_string();
+    assert!(e.contains("not the mini task"), "{e}");
+}

@@ -57,14 +57,7 @@ pub struct MiniDataArgs {
 /// `rlvr-decomp mini-data`: the mini task's held-out tiers as problem files for `sample --problems`.
 pub fn run_mini_data(args: MiniDataArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
-    let mut table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", args.config.display()))?;
-    rlvr_decomp::rl::config::apply_overrides(&mut table, &args.sets)?;
-    let mut task =
-        table.remove("task").and_then(|t| t.as_table().cloned()).context("the config has no [task] table")?;
-    task.remove("kind");
-    let cfg: rlvr_decomp::mini::MiniConfig = toml::Value::Table(task)
-        .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: [task]: {}", args.config.display(), e.message()))?;
+    let cfg = SftConfig::task_from_toml(&text, &args.sets).with_context(|| format!("{}", args.config.display()))?;
     let data = rlvr_decomp::mini::MiniData::generate(&cfg);
     let paths = data.write_tiers(&args.out).with_context(|| format!("writing {}", args.out.display()))?;
     for p in &paths {
