@@ -21,7 +21,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -105,10 +104,6 @@ fn write_canonical(v: &Value, s: &mut String) {
             s.push('}');
         }
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 fn read(path: &Path, hint: &str) -> Result<String> {
@@ -198,7 +193,7 @@ pub fn compute_hashes(run: &Path, golden_root: &Path, claims_file: &Path) -> Res
     let mut out = BTreeMap::new();
     let rel = |p: &Path| p.strip_prefix(run).unwrap_or(p).display().to_string();
     let mut item = |name: &str, files: Vec<String>, bytes: &[u8]| {
-        out.insert(name.to_string(), HashItem { sha256: sha256_hex(bytes), files });
+        out.insert(name.to_string(), HashItem { sha256: crate::rundir::sha256_hex(bytes), files });
     };
 
     // 1. Task data: the held-out tiers (`mini-data`).
@@ -277,38 +272,29 @@ pub fn compute_hashes(run: &Path, golden_root: &Path, claims_file: &Path) -> Res
     if !fixed.is_dir() {
         return Err(GoldenError::Missing { path: fixed, hint: "a committed input of the golden check".into() });
     }
-    // The copy's folder is named like the fixture: figure titles carry the run's name.
-    let scratch = std::env::temp_dir().join(format!("rlvr-golden-{}", std::process::id()));
-    let tmp = scratch.join("report-run");
-    let _ = std::fs::remove_dir_all(&scratch);
+    // A temporary copy (removed when `scratch` drops, error or not), its folder named like the
+    // fixture: figure titles carry the run's name.
+    let scratch = tempfile::Builder::new().prefix("rlvr-golden-").tempdir().map_err(io_err(&std::env::temp_dir()))?;
+    let tmp = scratch.path().join("report-run");
     copy_dir(&fixed, &tmp)?;
-    let summary = crate::report::run(&tmp, None);
-    let claims = summary.as_ref().ok().map(|_| crate::report::claims::run(&tmp, claims_file));
-    let res = (|| -> Result<()> {
-        let summary = summary?;
-        if let Some(c) = claims {
-            c?;
-        }
-        let mut names: Vec<PathBuf> =
-            summary.files.iter().filter(|p| p.extension().is_some_and(|e| e != "png")).cloned().collect();
-        names.push(tmp.join("report/claims.json"));
-        names.sort();
-        for p in names {
-            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let bytes = std::fs::read(&p).map_err(io_err(&p))?;
-            let bytes = if name.ends_with(".json") {
-                let v: Value = serde_json::from_slice(&bytes)
-                    .map_err(|e| GoldenError::BadFile { path: p.clone(), msg: e.to_string() })?;
-                canonical_json(&v).into_bytes()
-            } else {
-                bytes
-            };
-            item(&format!("report/{name}"), vec![format!("golden/inputs/report-run → report/{name}")], &bytes);
-        }
-        Ok(())
-    })();
-    let _ = std::fs::remove_dir_all(&scratch);
-    res?;
+    let summary = crate::report::run(&tmp, None)?;
+    crate::report::claims::run(&tmp, claims_file)?;
+    let mut names: Vec<PathBuf> =
+        summary.files.iter().filter(|p| p.extension().is_some_and(|e| e != "png")).cloned().collect();
+    names.push(tmp.join("report/claims.json"));
+    names.sort();
+    for p in names {
+        let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+        let bytes = if name.ends_with(".json") {
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| GoldenError::BadFile { path: p.clone(), msg: e.to_string() })?;
+            canonical_json(&v).into_bytes()
+        } else {
+            bytes
+        };
+        item(&format!("report/{name}"), vec![format!("golden/inputs/report-run → report/{name}")], &bytes);
+    }
     Ok(out)
 }
 

@@ -120,27 +120,15 @@ where
     for l in lines {
         let color = l.color;
         let style = ShapeStyle { color: color.to_rgba(), filled: false, stroke_width: 2 };
-        let label = l.label.clone();
+        // The legend is drawn apart, once per figure ([`legend_column`]).
         if l.markers_only {
-            chart
-                .draw_series(l.points.iter().map(|&p| Circle::new(p, 5, color.filled())))
-                .map_err(e2s)?
-                .label(label)
-                .legend(move |(x, y)| Circle::new((x + 11, y), 5, color.filled()));
+            chart.draw_series(l.points.iter().map(|&p| Circle::new(p, 5, color.filled()))).map_err(e2s)?;
             continue;
         }
         if l.dashed {
-            chart
-                .draw_series(DashedLineSeries::new(l.points.clone(), 8, 5, style))
-                .map_err(e2s)?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+            chart.draw_series(DashedLineSeries::new(l.points.clone(), 8, 5, style)).map_err(e2s)?;
         } else {
-            chart
-                .draw_series(LineSeries::new(l.points.clone(), style))
-                .map_err(e2s)?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], style));
+            chart.draw_series(LineSeries::new(l.points.clone(), style)).map_err(e2s)?;
         }
         if l.points.len() <= 40 {
             chart.draw_series(l.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(e2s)?;

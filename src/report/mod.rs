@@ -197,10 +197,9 @@ pub fn collect_training(run: &Path) -> Result<Vec<TrainingRun>> {
 /// The experiments of a run (`experiments/<name>/`, in name order) that have evaluations.
 pub fn experiments(run: &Path) -> Result<Vec<(String, PathBuf, Vec<PassRow>)>> {
     let dir = run.join("experiments");
-    let mut names = method_dirs(&dir);
-    names.sort();
     let mut out = vec![];
-    for n in names {
+    // Experiment names rank after the methods, so `method_dirs` returns them by name.
+    for n in method_dirs(&dir) {
         let p = dir.join(&n);
         let rows = pass_rows(&p)?;
         if !rows.is_empty() {

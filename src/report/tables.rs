@@ -10,12 +10,13 @@ use std::path::{Path, PathBuf};
 
 /// What each tier stands in for.
 fn tier_title(t: &str) -> String {
-    match t {
-        "math" => "math (stands in for MATH: easy problems)".into(),
-        "amc" => "amc (stands in for AMC 2023: half easy, half hard)".into(),
-        "aime" => "aime (stands in for AIME 2025: hard problems)".into(),
-        other => other.to_string(),
-    }
+    let difficulty = match t {
+        "math" => "easy problems",
+        "amc" => "half easy, half hard",
+        "aime" => "hard problems",
+        _ => return t.to_string(),
+    };
+    format!("{t} (stands in for {}: {difficulty})", super::paper::benchmark_of_tier(t))
 }
 
 fn pe(e: PolarsError) -> ReportError {
