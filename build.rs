@@ -1,15 +1,26 @@
 //! Embeds an rpath to libtorch (from the pinned PyPI torch wheel, found by torch-sys) so the binary
 //! runs with no environment variables; with the `cuda` feature, force-links libtorch_cuda, which
 //! rustc's `--as-needed` would otherwise drop (tch would then never see the GPU).
+//!
+//! Also compiles the c10d shim (`src/dist/shim/c10d_shim.cpp`: libtorch's distributed engine,
+//! Gloo always, NCCL with the `cuda` feature) against the wheel's headers, the way torch-sys
+//! builds its own wrapper.
+
+use std::path::{Path, PathBuf};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/dist/shim");
+    let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
         // For provenance (manifest.json): the torch wheel's version.py sits beside lib/.
         println!("cargo:rustc-env=RLVR_LIBTORCH_LIB={lib}");
+        build_c10d_shim(Path::new(&lib), cuda);
+    } else {
+        panic!("torch-sys did not report DEP_TCH_LIBTORCH_LIB: cannot build the c10d shim");
     }
-    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+    if cuda {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
@@ -18,4 +29,31 @@ fn main() {
     // MATH data, tokenizer) and ../shared/data. Overridable at run time by flags and env vars.
     let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     println!("cargo:rustc-env=RLVR_PROJECT_ROOT={root}");
+}
+
+fn build_c10d_shim(libtorch_lib: &Path, cuda: bool) {
+    let torch = libtorch_lib.parent().expect("libtorch lib folder has a parent");
+    let include = torch.join("include");
+    let mut b = cc::Build::new();
+    b.cpp(true)
+        .file("src/dist/shim/c10d_shim.cpp")
+        .include("src/dist/shim/gloo_decls")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .flag("-DUSE_C10D_GLOO")
+        .flag_if_supported("-Wno-unused-parameter")
+        .warnings(false)
+        .opt_level(1);
+    if cuda {
+        // CUDA runtime and NCCL headers from the wheel's nvidia-* dependencies (site-packages/nvidia).
+        let nvidia: PathBuf = torch.parent().expect("site-packages").join("nvidia");
+        for sub in ["cu13/include", "nccl/include"] {
+            b.include(nvidia.join(sub));
+        }
+        b.flag("-DUSE_C10D_NCCL").flag("-DUSE_CUDA").flag("-DRLVR_WITH_NCCL");
+    }
+    b.compile("rlvr_c10d");
 }

@@ -11,6 +11,7 @@
 //! identity of checkpoints and exports).
 
 pub mod data;
+pub mod dist;
 pub mod durable;
 pub mod eval;
 pub mod export;

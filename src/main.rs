@@ -61,6 +61,9 @@ enum Cmd {
     Golden(cli::golden::GoldenCmd),
     /// Verify answers: extract the final answer (last \boxed{}) and check math equivalence with the gold.
     Verify(cli::verify::VerifyArgs),
+    /// Check the data-parallel wiring: run under torchrun or srun; every rank runs each collective
+    /// (all-reduce, broadcast, all-gather, reduce-scatter, barrier) and checks the answer.
+    DistCheck(cli::dist::DistCheckArgs),
     /// Show the native runtimes (libtorch, CUDA, ONNX Runtime) and where data is looked for.
     Env,
 }
@@ -94,6 +97,7 @@ fn main() {
         Cmd::Logits(a) => cli::model::run_logits(a),
         Cmd::Generate(a) => cli::model::run_generate(a),
         Cmd::BenchModel(a) => cli::model::run_bench_model(a),
+        Cmd::DistCheck(a) => cli::dist::run(a),
         Cmd::Env => {
             println!("{}", serde_json::to_string_pretty(&rlvr_decomp::runtime::describe()).unwrap_or_default());
             Ok(())

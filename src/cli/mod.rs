@@ -2,6 +2,7 @@
 //! and the glue from arguments to library calls. Errors here are `anyhow` with context.
 
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod export;
 pub mod golden;
