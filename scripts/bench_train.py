@@ -152,6 +152,18 @@ def main():
             if best[k] is None or v["seconds_per_update"] < best[k]["seconds_per_update"]:
                 best[k] = v
         print(f"round {r + 1}: tch {ours['seconds_per_update']:.3f} s, torch {theirs['seconds_per_update']:.3f} s", flush=True)
+    # Gradient checkpointing: the same update with each layer recomputed in the backward pass,
+    # peak resident memory of the whole process both ways (fresh processes, same rollouts).
+    ckpt = {}
+    for on in (False, True):
+        cmd = [a.bin, "bench-train", "--model", model_dir, "--rollouts", rollouts, "--iters", str(a.iters),
+               "--warmup", str(a.warmup), "--threads", str(a.threads)] + (["--gradient-checkpointing"] if on else [])
+        v = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+        ckpt["on" if on else "off"] = {"seconds_per_update": v["seconds_per_update"], "peak_rss_bytes": v["peak_rss_bytes"]}
+    ckpt["time_ratio_on_off"] = ckpt["on"]["seconds_per_update"] / ckpt["off"]["seconds_per_update"]
+    ckpt["peak_rss_ratio_on_off"] = ckpt["on"]["peak_rss_bytes"] / ckpt["off"]["peak_rss_bytes"]
+    print(f"gradient checkpointing: {ckpt['time_ratio_on_off']:.2f}x time, peak RSS "
+          f"{ckpt['off']['peak_rss_bytes'] / 1e6:.0f} MB -> {ckpt['on']['peak_rss_bytes'] / 1e6:.0f} MB", flush=True)
     res = {
         "what": "one RL update (old log-probs + forward + W-REINFORCE loss + backward + AdamW) on a fixed rollout batch",
         "model": {"arch": "Qwen2ForCausalLM (random)", "hidden": a.hidden, "intermediate": a.intermediate,
@@ -161,6 +173,7 @@ def main():
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "tch": best["tch"], "torch": best["torch"], "round_means": runs,
         "ratio": best["tch"]["seconds_per_update"] / best["torch"]["seconds_per_update"],
+        "gradient_checkpointing": ckpt,
     }
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:

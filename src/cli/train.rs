@@ -2,14 +2,16 @@
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rlvr_decomp::dist;
 use rlvr_decomp::model::{self, memory, DType};
 use rlvr_decomp::rl::critic::Critic;
 use rlvr_decomp::rl::gradient::{self, AnalysisDType};
-use rlvr_decomp::rl::optim::AdamW;
+use rlvr_decomp::rl::optim::{AdamW, BUCKET_ELEMS};
 use rlvr_decomp::rl::update::{self, CriticConfig, Learner, UpdateConfig};
 use rlvr_decomp::rl::{config, rollout, trainer, ObjectiveConfig, OptimConfig, TrainConfig};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
@@ -100,8 +102,10 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     };
     let eos = model::Config::from_path(&cfg.model.path)?.eos_token_ids;
     let task = trainer::build_task(&cfg, &eos)?;
+    // Under torchrun / srun every rank runs this; only rank 0 reports.
+    let lead = dist::Launch::from_env()?.is_none_or(|l| l.rank == 0);
     let pb = ProgressBar::new(cfg.train.steps as u64);
-    let tty = std::io::stderr().is_terminal();
+    let tty = lead && std::io::stderr().is_terminal();
     if !tty {
         pb.set_draw_target(ProgressDrawTarget::hidden());
     }
@@ -129,14 +133,16 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         );
         if tty {
             pb.set_message(line);
-        } else {
+        } else if lead {
             tracing::info!("step {}/{total}: {line}", m.step);
         }
     };
     let s = trainer::train(&cfg, &out, task.as_ref(), args.resume, &mut on_step)
         .with_context(|| format!("training into {}", out.display()))?;
     pb.finish_and_clear();
-    println!("{}", serde_json::to_string_pretty(&s)?);
+    if lead {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    }
     Ok(())
 }
 
@@ -159,6 +165,12 @@ pub struct TrainStepArgs {
     /// Rollouts per forward/backward (default: all of them at once).
     #[arg(long)]
     pub micro_batch: Option<usize>,
+    /// Recompute each decoder layer in the backward pass instead of keeping its activations.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+    /// Under torchrun/srun: shard the AdamW state across the ranks (ZeRO-1).
+    #[arg(long)]
+    pub zero1: bool,
     #[command(flatten)]
     pub dev: super::model::DeviceArgs,
 }
@@ -181,9 +193,24 @@ pub fn run_train_step(args: TrainStepArgs) -> Result<()> {
     let rollouts = rollout::read_jsonl(&args.rollouts)?;
     let device = model::parse_device(&args.dev.device)?;
     let dtype: DType = args.dev.dtype.parse()?;
-    let policy = model::load_model(&args.model, device, dtype)?;
+    // Under torchrun / srun: one global mini-batch split across the ranks (see rl::update).
+    let timeout = dist::timeout_from_env(dist::DEFAULT_TIMEOUT)?;
+    let (pg, device) = match dist::join_from_env(device, timeout)? {
+        Some((pg, d)) => (Some(Arc::new(pg)), d),
+        None if args.zero1 => bail!("--zero1 needs a multi-process launch (torchrun or srun)"),
+        None => (None, device),
+    };
+    let mut policy = model::load_model(&args.model, device, dtype)?;
+    policy.model.gradient_checkpointing = args.gradient_checkpointing;
     rollout::check_vocab(&rollouts, policy.cfg.vocab_size)?;
-    let mut opt = AdamW::new(policy.vs.variables().into_iter().collect(), optim.clone())?;
+    let vars: Vec<(String, tch::Tensor)> = policy.vs.variables().into_iter().collect();
+    let mut opt = match &pg {
+        Some(pg) => {
+            dist::broadcast_named(pg, &vars)?;
+            AdamW::distributed(vars, optim.clone(), pg.clone(), args.zero1, BUCKET_ELEMS)?
+        }
+        None => AdamW::new(vars, optim.clone())?,
+    };
     let reference = if objective.kind.uses_reference(objective.kl()) {
         Some(model::load_model(&args.model, device, dtype)?)
     } else {
@@ -191,8 +218,16 @@ pub fn run_train_step(args: TrainStepArgs) -> Result<()> {
     };
     let ccfg = CriticConfig::default();
     let mut critic = if objective.kind == rlvr_decomp::rl::ObjectiveKind::Ppo {
-        let c = Critic::init(&args.model, device, dtype, 0)?;
-        let o = AdamW::new(c.trainable(), OptimConfig { lr: ccfg.lr, ..optim.clone() })?;
+        let mut c = Critic::init(&args.model, device, dtype, 0)?;
+        c.body.model.gradient_checkpointing = args.gradient_checkpointing;
+        let ocfg = OptimConfig { lr: ccfg.lr, ..optim.clone() };
+        let o = match &pg {
+            Some(pg) => {
+                dist::broadcast_named(pg, &c.trainable())?;
+                AdamW::distributed(c.trainable(), ocfg, pg.clone(), args.zero1, BUCKET_ELEMS)?
+            }
+            None => AdamW::new(c.trainable(), ocfg)?,
+        };
         Some((c, o))
     } else {
         None
@@ -204,6 +239,7 @@ pub fn run_train_step(args: TrainStepArgs) -> Result<()> {
         reference: reference.as_ref(),
         critic: critic.as_mut().map(|(c, o)| (&*c, o)),
         pad,
+        dist: pg.as_deref(),
     };
     let cfg = UpdateConfig {
         objective,
@@ -212,6 +248,13 @@ pub fn run_train_step(args: TrainStepArgs) -> Result<()> {
         critic: ccfg,
     };
     let stats = update::update(&mut learner, &rollouts, &cfg)?;
+    if let Some(pg) = &pg {
+        // Every rank holds the same weights now; rank 0 writes them.
+        if pg.rank() != 0 {
+            pg.barrier()?;
+            return Ok(());
+        }
+    }
     policy.save(&args.out, &Default::default())?;
     let json = serde_json::json!({
         "objective": cfg.objective,
@@ -232,6 +275,9 @@ pub fn run_train_step(args: TrainStepArgs) -> Result<()> {
     });
     super::write_json_atomic(&args.out.join("step.json"), &json)?;
     println!("{}", serde_json::to_string_pretty(&json)?);
+    if let Some(pg) = &pg {
+        pg.barrier()?;
+    }
     Ok(())
 }
 
@@ -371,9 +417,19 @@ pub struct BenchTrainArgs {
     /// Intra-op threads (0 = libtorch default).
     #[arg(long, default_value_t = 0)]
     pub threads: i32,
+    /// Recompute each decoder layer in the backward pass (per-layer gradient checkpointing).
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Output JSON (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+/// The process's peak resident memory so far (Linux `ru_maxrss`), in bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    // SAFETY: getrusage fills a plain struct.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    (unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } == 0).then_some(u.ru_maxrss as u64 * 1024)
 }
 
 /// `rlvr-decomp bench-train`: seconds per update (old log-probs, forward, loss, backward, AdamW)
@@ -386,7 +442,8 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
         bail!("--iters must be positive");
     }
     let rollouts = rollout::read_jsonl(&args.rollouts)?;
-    let policy = model::load_model(&args.model, tch::Device::Cpu, DType::F32)?;
+    let mut policy = model::load_model(&args.model, tch::Device::Cpu, DType::F32)?;
+    policy.model.gradient_checkpointing = args.gradient_checkpointing;
     rollout::check_vocab(&rollouts, policy.cfg.vocab_size)?;
     let objective = ObjectiveConfig::paper(args.objective);
     if objective.kind.uses_reference(objective.kl()) || objective.kind == rlvr_decomp::rl::ObjectiveKind::Ppo {
@@ -403,7 +460,7 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
     let mut last = None;
     for i in 0..args.warmup + args.iters {
         let t0 = std::time::Instant::now();
-        let mut learner = Learner { policy: &policy, opt: &mut opt, reference: None, critic: None, pad: 0 };
+        let mut learner = Learner { policy: &policy, opt: &mut opt, reference: None, critic: None, pad: 0, dist: None };
         let s = update::update(&mut learner, &rollouts, &cfg)?;
         let dt = t0.elapsed().as_secs_f64();
         if i >= args.warmup {
@@ -419,6 +476,8 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
         "rollouts": rollouts.len(),
         "tokens": tokens,
         "threads": tch::get_num_threads(),
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "peak_rss_bytes": peak_rss_bytes(),
         "seconds_per_update": mean,
         "update_seconds": times,
         "last": last,

@@ -64,7 +64,11 @@ fn var(name: &'static str) -> Option<String> {
 }
 
 fn parse_num<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T> {
-    v.trim().parse().map_err(|_| DistError::Env { var: name, value: v.into(), msg: "not a non-negative integer".into() })
+    v.trim().parse().map_err(|_| DistError::Env {
+        var: name,
+        value: v.into(),
+        msg: "not a non-negative integer".into(),
+    })
 }
 
 impl Launch {
@@ -212,7 +216,12 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn rlvr_c10d_broadcast(g: *mut c_void, t: *mut c_void, root: c_int, err: *mut *mut c_char) -> c_int;
-        pub fn rlvr_c10d_allgather(g: *mut c_void, out: *mut c_void, input: *mut c_void, err: *mut *mut c_char) -> c_int;
+        pub fn rlvr_c10d_allgather(
+            g: *mut c_void,
+            out: *mut c_void,
+            input: *mut c_void,
+            err: *mut *mut c_char,
+        ) -> c_int;
         pub fn rlvr_c10d_reduce_scatter(
             g: *mut c_void,
             out: *mut c_void,
@@ -296,7 +305,14 @@ impl ProcessGroup {
                 msg: take_err(err),
             });
         }
-        Ok(ProcessGroup { raw, rank: launch.rank, world: launch.world, local_rank: launch.local_rank, backend, timeout })
+        Ok(ProcessGroup {
+            raw,
+            rank: launch.rank,
+            world: launch.world,
+            local_rank: launch.local_rank,
+            backend,
+            timeout,
+        })
     }
 
     pub fn rank(&self) -> usize {
@@ -424,7 +440,11 @@ impl ProcessGroup {
         self.all_gather(&out, &input)?;
         let all = Vec::<u8>::try_from(out.to_device(tch::Device::Cpu))
             .map_err(|e| DistError::BadTensor { op: "all-gather", msg: e.to_string() })?;
-        Ok(lens.iter().enumerate().map(|(r, &n)| all[r * max as usize..r * max as usize + n as usize].to_vec()).collect())
+        Ok(lens
+            .iter()
+            .enumerate()
+            .map(|(r, &n)| all[r * max as usize..r * max as usize + n as usize].to_vec())
+            .collect())
     }
 
     /// Where host-side values are staged for this backend (NCCL moves only CUDA tensors).
@@ -435,6 +455,45 @@ impl ProcessGroup {
         }
     }
 }
+
+/// Joins the job the environment describes, if any: `Ok(None)` for a single process. `device` is
+/// what the config asks for; a CUDA device becomes `cuda:LOCAL_RANK` (one GPU per process) with
+/// NCCL, the CPU uses Gloo. Returns the group and the device this rank computes on.
+pub fn join_from_env(device: tch::Device, timeout: Duration) -> Result<Option<(ProcessGroup, tch::Device)>> {
+    let Some(launch) = Launch::from_env()? else { return Ok(None) };
+    let device = match device {
+        tch::Device::Cuda(_) => tch::Device::Cuda(launch.local_rank),
+        d => d,
+    };
+    let pg = ProcessGroup::init(&launch, Backend::for_device(device), timeout)?;
+    tracing::info!(
+        "data-parallel: rank {} of {} ({}, {:?}), rendezvous at {}:{}",
+        pg.rank(),
+        pg.world(),
+        pg.backend().name(),
+        launch.launcher,
+        launch.master_addr,
+        launch.master_port
+    );
+    Ok(Some((pg, device)))
+}
+
+/// Makes every rank's tensors equal to rank 0's (the initial weights), in a fixed (name) order.
+pub fn broadcast_named(pg: &ProcessGroup, vars: &[(String, Tensor)]) -> Result<()> {
+    let mut vars: Vec<&(String, Tensor)> = vars.iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::no_grad(|| {
+        for (_, t) in vars {
+            // Broadcast needs a contiguous tensor; parameters are.
+            pg.broadcast(t, 0)?;
+        }
+        Ok(())
+    })
+}
+
+/// The default collective timeout (`RLVR_DIST_TIMEOUT_S` overrides): long enough for a
+/// paper-scale rollout phase between two collectives.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// The timeout for collectives: `RLVR_DIST_TIMEOUT_S` when set, else `default`.
 pub fn timeout_from_env(default: Duration) -> Result<Duration> {

@@ -27,7 +27,7 @@ pub use checkpoint::{load_model, save_checkpoint, LoadedModel, SaveOptions};
 pub use config::{Arch, Config};
 pub use generate::{generate, GenRequest, Generation};
 pub use kv_cache::KvCache;
-pub use qwen::{entropy, shifted_logprobs_and_entropy, token_logprobs, Qwen};
+pub use qwen::{entropy, shifted_logprobs_and_entropy, token_logprobs, LayerTape, Qwen};
 pub use sampler::{row_seed, Sampler, SamplingParams};
 
 use std::fmt;

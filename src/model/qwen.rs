@@ -308,6 +308,28 @@ impl Model {
         }
     }
 
+    /// Like [`Model::forward`] (no KV cache) with per-layer gradient checkpointing: every decoder
+    /// layer runs without autograd and only its input is kept; the returned hidden states [B, T, C]
+    /// hang off a leaf at the last layer's output. After back-propagating into them, call
+    /// [`LayerTape::backward`], which recomputes each layer from its kept input, top to bottom,
+    /// with autograd, and back-propagates through it (`(y · ∂L/∂y).sum().backward()` is the
+    /// layer's vector-Jacobian product), ending in the embedding.
+    pub fn forward_checkpointed(&self, input_ids: &Tensor, positions: &Tensor, mask: AttnMask) -> (Tensor, LayerTape) {
+        let emb = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false); // [B, T, C]
+        let (cos, sin) = self.rotary.forward(positions, emb.kind()); // [B, 1, T, D] each
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut x = emb.detach();
+        tch::no_grad(|| {
+            for layer in &self.layers {
+                let y = layer.forward(&x, &cos, &sin, &mask, None); // [B, T, C]
+                inputs.push(std::mem::replace(&mut x, y));
+            }
+        });
+        let top = x.set_requires_grad(true); // [B, T, C] leaf
+        let out = self.norm.forward(&top); // [B, T, C]
+        (out, LayerTape { emb: Some(emb), inputs, top: Some(top), cos, sin, mask })
+    }
+
     /// input_ids: [B, T] int64; positions: [B, T] int64. Returns final hidden states [B, T, C].
     pub fn forward(
         &self,
@@ -329,6 +351,54 @@ impl Model {
     }
 }
 
+/// What [`Model::forward_checkpointed`] keeps for the backward pass: each layer's input (no
+/// activations inside layers), the RoPE tables and the mask. `Plain` tapes (no checkpointing)
+/// have nothing to do.
+#[derive(Debug)]
+pub struct LayerTape {
+    /// The embedding output, with autograd (None for a plain tape).
+    emb: Option<Tensor>,
+    /// Input of layer l, detached.
+    inputs: Vec<Tensor>,
+    /// The last layer's output as a leaf (None for a plain tape).
+    top: Option<Tensor>,
+    cos: Tensor,
+    sin: Tensor,
+    mask: AttnMask,
+}
+
+impl LayerTape {
+    /// A tape for a forward that kept its whole graph (nothing left to do).
+    pub fn plain() -> LayerTape {
+        LayerTape { emb: None, inputs: vec![], top: None, cos: Tensor::new(), sin: Tensor::new(), mask: AttnMask::None }
+    }
+
+    /// Finishes the backward pass below the last layer (see [`Model::forward_checkpointed`]):
+    /// call once, after every backward into the returned hidden states. A no-op for a plain tape
+    /// or when nothing reached the top (no gradient flowed).
+    pub fn backward(self, model: &Qwen) -> Result<()> {
+        let Some(top) = self.top else { return Ok(()) };
+        let mut grad = top.grad(); // ∂L/∂x_L, [B, T, C]
+        if !grad.defined() {
+            return Ok(());
+        }
+        for (layer, x) in model.model.layers.iter().zip(&self.inputs).rev() {
+            let xin = x.detach().set_requires_grad(true); // [B, T, C] leaf
+            let y = layer.forward(&xin, &self.cos, &self.sin, &self.mask, None); // recomputed, with autograd
+            let acc = if y.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+            (y * &grad).sum(acc).f_backward()?;
+            grad = xin.grad();
+        }
+        if let Some(emb) = self.emb {
+            if emb.requires_grad() {
+                let acc = if emb.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+                (emb * &grad).sum(acc).f_backward()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `Qwen2ForCausalLM` / `Qwen3ForCausalLM`: [`Model`] + LM head (tied to the embedding
 /// when `tie_word_embeddings`).
 #[derive(Debug)]
@@ -337,6 +407,8 @@ pub struct Qwen {
     pub model: Model,
     /// `None` when the head is tied to `model.embed_tokens.weight`.
     lm_head: Option<Linear>,
+    /// Per-layer gradient checkpointing in [`Qwen::forward_hidden_tape`] (training paths).
+    pub gradient_checkpointing: bool,
 }
 
 impl Qwen {
@@ -345,7 +417,7 @@ impl Qwen {
         let model = Model::new(cfg, &vs / "model");
         let lm_head =
             (!cfg.tie_word_embeddings).then(|| Linear::new(&vs / "lm_head", cfg.hidden_size, cfg.vocab_size, false));
-        Qwen { cfg: cfg.clone(), model, lm_head }
+        Qwen { cfg: cfg.clone(), model, lm_head, gradient_checkpointing: false }
     }
 
     pub fn device(&self) -> Device {
@@ -382,6 +454,21 @@ impl Qwen {
         }
     }
 
+    /// The training forward: final-norm hidden states [B, T, C] and the tape that finishes their
+    /// backward pass. With `gradient_checkpointing` the layers keep only their inputs and
+    /// [`LayerTape::backward`] recomputes them; otherwise the whole graph is kept (plain tape).
+    pub fn forward_hidden_tape(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<(Tensor, LayerTape)> {
+        if !self.gradient_checkpointing {
+            return Ok((self.forward_hidden(input_ids, attention_mask, None)?, LayerTape::plain()));
+        }
+        let (ids, positions, mask) = self.prepare(input_ids, attention_mask, 0)?;
+        Ok(self.model.forward_checkpointed(&ids, &positions, mask))
+    }
+
     /// Like [`Qwen::forward`] but returns the final-norm hidden states [B, T, C] (lets callers
     /// apply the LM head in chunks to bound the memory of [B, T, V] logits).
     pub fn forward_hidden(
@@ -390,6 +477,19 @@ impl Qwen {
         attention_mask: Option<&Tensor>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
+        let past = cache.as_ref().map_or(0, |c| c.seq_len());
+        let (input_ids, positions, mask) = self.prepare(input_ids, attention_mask, past)?;
+        Ok(self.model.forward(&input_ids, &positions, &mask, cache))
+    }
+
+    /// Checks the inputs and derives positions [B, T] and the attention mask for T new tokens
+    /// after `past` cached ones. Returns (input_ids on the model's device, positions, mask).
+    fn prepare(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        past: i64,
+    ) -> Result<(Tensor, Tensor, AttnMask)> {
         let size = input_ids.size();
         if size.len() != 2 || size[1] == 0 {
             return Err(ModelError::BadInput(format!("input_ids must be [B, T] with T > 0, got {size:?}")));
@@ -398,7 +498,6 @@ impl Qwen {
             return Err(ModelError::BadInput(format!("input_ids must be int64, got {:?}", input_ids.kind())));
         }
         let (b, t) = (size[0], size[1]);
-        let past = cache.as_ref().map_or(0, |c| c.seq_len());
         let dev = self.device();
         let input_ids = input_ids.to_device(dev);
         let (positions, mask) = match attention_mask {
@@ -438,7 +537,7 @@ impl Qwen {
                 (positions, mask)
             }
         };
-        Ok(self.model.forward(&input_ids, &positions, &mask, cache))
+        Ok((input_ids, positions, mask))
     }
 }
 

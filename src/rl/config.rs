@@ -157,6 +157,15 @@ pub struct TrainSection {
     /// Shuffle the training prompts each epoch (seeded); else take them in file order.
     #[serde(default = "d_true")]
     pub shuffle: bool,
+    /// Per-decoder-layer gradient checkpointing: keep each layer's input only and recompute the
+    /// layer in the backward pass (memory only; gradients equal the plain path's up to rounding).
+    /// Not part of a run's settings: a resume may switch it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
+    /// Data-parallel runs (torchrun / srun): shard the AdamW state (f32 master weights and both
+    /// moments) across the ranks, ZeRO stage 1. Checkpoints then hold one optimizer file per rank.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero1: bool,
 }
 
 fn d_steps() -> usize {
@@ -174,7 +183,15 @@ fn d_true() -> bool {
 
 impl Default for TrainSection {
     fn default() -> Self {
-        TrainSection { steps: d_steps(), seed: 0, mini_batches: d_mini(), micro_batch: d_micro(), shuffle: true }
+        TrainSection {
+            steps: d_steps(),
+            seed: 0,
+            mini_batches: d_mini(),
+            micro_batch: d_micro(),
+            shuffle: true,
+            gradient_checkpointing: false,
+            zero1: false,
+        }
     }
 }
 
@@ -354,6 +371,7 @@ impl TrainConfig {
         let mut v = serde_json::to_value(self).expect("config serializes");
         if let Some(o) = v.get_mut("train").and_then(|t| t.as_object_mut()) {
             o.remove("steps");
+            o.remove("gradient_checkpointing");
         }
         if let Some(o) = v.get_mut("checkpoint").and_then(|t| t.as_object_mut()) {
             o.remove("keep");

@@ -5,9 +5,10 @@
 //! The value of response token j is read at the hidden state that predicts it (verl's
 //! `values[:, -response_length - 1 : -1]`), the same rows [`crate::rl::logprob`] uses.
 
-use super::logprob::{pack, response_hidden};
+use super::logprob::{pack, response_hidden, response_hidden_tape};
 use super::rollout::Rollout;
 use super::{Result, RlError};
+use crate::model::LayerTape;
 use crate::model::{self, DType, LoadedModel};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
@@ -95,6 +96,14 @@ impl Critic {
         let p = pack(rows, pad, self.body.model.device());
         let h = response_hidden(&self.body.model, &p)?; // [N, C]
         Ok(h.linear(&self.weight, Some(&self.bias)).squeeze_dim(-1).to_kind(Kind::Float))
+        // [N]
+    }
+
+    /// [`Critic::values`] for training: run the tape after the backward (gradient checkpointing).
+    pub fn values_tape(&self, rows: &[&Rollout], pad: i64) -> Result<(Tensor, LayerTape)> {
+        let p = pack(rows, pad, self.body.model.device());
+        let (h, tape) = response_hidden_tape(&self.body.model, &p)?; // [N, C]
+        Ok((h.linear(&self.weight, Some(&self.bias)).squeeze_dim(-1).to_kind(Kind::Float), tape))
         // [N]
     }
 }

@@ -10,7 +10,7 @@
 
 use super::rollout::Rollout;
 use super::Result;
-use crate::model::Qwen;
+use crate::model::{LayerTape, Qwen};
 use tch::{Device, Kind, Tensor};
 
 /// Rollouts packed for one forward pass.
@@ -65,6 +65,15 @@ pub fn response_hidden(model: &Qwen, p: &Packed) -> Result<Tensor> {
     let hidden = model.forward_hidden(&p.ids, Some(&p.mask), None)?; // [B, T, C]
     let c = hidden.size()[2];
     Ok(hidden.view([-1, c]).index_select(0, &p.gather)) // [N, C]
+}
+
+/// [`response_hidden`] for training: with the model's gradient checkpointing on, the layers keep
+/// only their inputs and the returned tape must be run ([`LayerTape::backward`]) after every
+/// backward into the hidden states.
+pub fn response_hidden_tape(model: &Qwen, p: &Packed) -> Result<(Tensor, LayerTape)> {
+    let (hidden, tape) = model.forward_hidden_tape(&p.ids, Some(&p.mask))?; // [B, T, C]
+    let c = hidden.size()[2];
+    Ok((hidden.view([-1, c]).index_select(0, &p.gather), tape)) // [N, C]
 }
 
 /// The accumulation dtype for values of `kind`: f64 stays f64, everything else is computed in f32.

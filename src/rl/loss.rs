@@ -17,7 +17,7 @@
 //! once (`(h · ∂L/∂h).sum().backward()`).
 
 pub use super::logprob::head_chunk_rows;
-use super::logprob::{acc_kind, logp_and_entropy, pack, response_hidden};
+use super::logprob::{acc_kind, logp_and_entropy, pack, response_hidden_tape};
 use super::rollout::Rollout;
 use super::Result;
 use crate::model::Qwen;
@@ -108,7 +108,7 @@ pub fn backward_micro_batch(
 ) -> Result<LossSums> {
     let dev = model.device();
     let p = pack(rows, pad, dev);
-    let h = response_hidden(model, &p)?; // [N, C], with autograd
+    let (h, tape) = response_hidden_tape(model, &p)?; // [N, C], with autograd (to the top layer when checkpointing)
     let n = h.size()[0];
     assert_eq!(n as usize, inputs.old_logp.len(), "old log-probs must cover every response token");
     let hd = h.detach().set_requires_grad(true); // [N, C] leaf: the head's backward stops here
@@ -144,6 +144,7 @@ pub fn backward_micro_batch(
         let acc = acc_kind(g.kind());
         (h * g).sum(acc).f_backward()?;
     }
+    tape.backward(model)?;
     Ok(sums)
 }
 

@@ -70,6 +70,8 @@ pub enum RlError {
     Parquet(String),
     #[error("libtorch error: {0}")]
     Torch(String),
+    #[error("data-parallel: {0}")]
+    Dist(String),
 }
 
 impl From<tch::TchError> for RlError {

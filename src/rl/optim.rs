@@ -17,7 +17,9 @@
 //! (as verl does) and is reported.
 
 use super::{Result, RlError};
+use crate::dist::{ProcessGroup, ReduceOp};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 /// The `[optim]` section. Defaults are the paper's (verl's FSDP worker defaults).
@@ -111,7 +113,43 @@ pub struct AdamW {
     exp_avg_sq: Vec<Tensor>,
     /// Optimizer steps taken so far (t of the bias corrections).
     pub step: u64,
+    /// Data-parallel training: gradients reduced over the process group, state maybe sharded.
+    dist: Option<DistState>,
 }
+
+/// Parameters grouped into communication buckets (whole parameters, in name order, closed once a
+/// bucket reaches `bucket_elems`): one collective per bucket instead of one per tensor.
+#[derive(Debug, Clone)]
+struct Bucket {
+    /// Indices into `params`.
+    params: std::ops::Range<usize>,
+    numel: i64,
+    /// `numel` rounded up to a multiple of the world size.
+    padded: i64,
+}
+
+impl Bucket {
+    fn shard(&self, world: i64) -> i64 {
+        self.padded / world
+    }
+}
+
+struct DistState {
+    pg: Arc<ProcessGroup>,
+    buckets: Vec<Bucket>,
+    /// ZeRO-1: this rank's shard of every bucket's f32 master weights and AdamW moments (the
+    /// full-size state above stays empty).
+    zero1: Option<Zero1State>,
+}
+
+struct Zero1State {
+    master: Vec<Tensor>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+}
+
+/// Default bucket size: 2^25 elements (128 MiB of f32 gradients).
+pub const BUCKET_ELEMS: i64 = 1 << 25;
 
 impl AdamW {
     /// Takes the trainable variables `(name, tensor)` in a fixed (name) order.
@@ -127,7 +165,68 @@ impl AdamW {
         };
         let exp_avg = params.iter().map(zeros).collect();
         let exp_avg_sq = params.iter().map(zeros).collect();
-        Ok(AdamW { cfg, names, params, master, exp_avg, exp_avg_sq, step: 0 })
+        Ok(AdamW { cfg, names, params, master, exp_avg, exp_avg_sq, step: 0, dist: None })
+    }
+
+    /// AdamW for data-parallel training over `pg`: each step first sums the gradients over the
+    /// ranks (bucketed, in f32; the loss is already normalised by the global token count, so the
+    /// sum is the single-process gradient). With `zero1` the optimizer state is sharded (ZeRO
+    /// stage 1): gradients are reduce-scattered, each rank updates its shard of the f32 master
+    /// weights and moments, and the updated weights are all-gathered in the parameters' dtype.
+    /// Call with the same parameters on every rank, after they hold the same values.
+    pub fn distributed(
+        vars: Vec<(String, Tensor)>,
+        cfg: OptimConfig,
+        pg: Arc<ProcessGroup>,
+        zero1: bool,
+        bucket_elems: i64,
+    ) -> Result<AdamW> {
+        let mut vars = vars;
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let world = pg.world() as i64;
+        let mut buckets = vec![];
+        let (mut start, mut numel) = (0usize, 0i64);
+        for (i, (_, t)) in vars.iter().enumerate() {
+            numel += t.numel() as i64;
+            if numel >= bucket_elems.max(1) || i + 1 == vars.len() {
+                let padded = (numel + world - 1) / world * world;
+                buckets.push(Bucket { params: start..i + 1, numel, padded });
+                (start, numel) = (i + 1, 0);
+            }
+        }
+        if !zero1 {
+            let mut opt = AdamW::new(vars, cfg)?;
+            opt.dist = Some(DistState { pg, buckets, zero1: None });
+            return Ok(opt);
+        }
+        let (names, params): (Vec<String>, Vec<Tensor>) = vars.into_iter().unzip();
+        let rank = pg.rank() as i64;
+        let z = tch::no_grad(|| -> Result<Zero1State> {
+            let mut st = Zero1State { master: vec![], exp_avg: vec![], exp_avg_sq: vec![] };
+            for b in &buckets {
+                let flat = flatten(&params[b.params.clone()], b.padded, |p| Some(p.detach()))?; // [padded] f32
+                let sh = b.shard(world);
+                st.master.push(flat.narrow(0, rank * sh, sh).copy()); // [shard]
+                st.exp_avg.push(Tensor::zeros([sh], (Kind::Float, flat.device())));
+                st.exp_avg_sq.push(Tensor::zeros([sh], (Kind::Float, flat.device())));
+            }
+            Ok(st)
+        })?;
+        Ok(AdamW {
+            cfg,
+            names,
+            params,
+            master: None,
+            exp_avg: vec![],
+            exp_avg_sq: vec![],
+            step: 0,
+            dist: Some(DistState { pg, buckets, zero1: Some(z) }),
+        })
+    }
+
+    /// Whether the state is sharded across ranks (ZeRO-1): each rank checkpoints its own.
+    pub fn is_sharded(&self) -> bool {
+        self.dist.as_ref().is_some_and(|d| d.zero1.is_some())
     }
 
     pub fn zero_grad(&mut self) {
@@ -136,59 +235,150 @@ impl AdamW {
         }
     }
 
-    /// Total L2 norm of the current gradients (0 for parameters without one).
-    pub fn grad_norm(&self) -> Result<f64> {
-        let norms: Vec<Tensor> = self
+    /// The gradients this step uses: the parameters' own, or (data-parallel, replicated state)
+    /// their sum over the ranks. `None` for a parameter without a gradient anywhere.
+    fn gradients(&self) -> Result<Vec<Option<Tensor>>> {
+        let own: Vec<Option<Tensor>> = self
             .params
             .iter()
-            .filter_map(|p| {
+            .map(|p| {
                 let g = p.grad();
-                g.defined().then(|| g.to_kind(Kind::Float).norm())
+                g.defined().then_some(g)
             })
             .collect();
-        if norms.is_empty() {
-            return Ok(0.0);
-        }
-        Ok(Tensor::stack(&norms, 0).norm().f_double_value(&[])?)
+        let Some(d) = &self.dist else { return Ok(own) };
+        let mut out: Vec<Option<Tensor>> = (0..self.params.len()).map(|_| None).collect();
+        tch::no_grad(|| -> Result<()> {
+            for b in &d.buckets {
+                let range = b.params.clone();
+                let flat = flatten(&self.params[range.clone()], b.padded, |p| {
+                    let g = p.grad();
+                    g.defined().then_some(g)
+                })?; // [padded] f32
+                d.pg.all_reduce(&[&flat], ReduceOp::Sum).map_err(dist_err)?;
+                let mut off = 0;
+                for i in range {
+                    let n = self.params[i].numel() as i64;
+                    out[i] = Some(flat.narrow(0, off, n).view(self.params[i].size().as_slice()));
+                    off += n;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Total L2 norm of the current gradients (0 for parameters without one), before any
+    /// data-parallel reduction.
+    pub fn grad_norm(&self) -> Result<f64> {
+        let grads: Vec<Option<Tensor>> = self.params.iter().map(|p| Some(p.grad()).filter(Tensor::defined)).collect();
+        norm_of(&grads)
     }
 
     /// Clips the gradients and takes one AdamW step.
     pub fn step(&mut self) -> Result<StepStats> {
-        let grad_norm = self.grad_norm()?;
+        if self.is_sharded() {
+            return self.step_zero1();
+        }
+        let grads = self.gradients()?;
+        let grad_norm = norm_of(&grads)?;
         if !grad_norm.is_finite() {
             self.zero_grad();
             return Ok(StepStats { grad_norm, skipped: true });
         }
-        let scale = if self.cfg.grad_clip > 0.0 { (self.cfg.grad_clip / (grad_norm + 1e-6)).min(1.0) } else { 1.0 };
+        let scale = self.clip_scale(grad_norm);
         self.step += 1;
-        let c = &self.cfg;
-        let t = self.step as i32;
-        let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
-        let step_size = c.lr / bc1;
-        let bc2_sqrt = bc2.sqrt();
+        let h = self.hyper();
         tch::no_grad(|| -> Result<()> {
             for i in 0..self.params.len() {
-                let g = self.params[i].grad();
-                if !g.defined() {
-                    continue;
-                }
-                let mut g = g.to_kind(Kind::Float);
-                if scale < 1.0 {
-                    g = g * scale;
-                }
+                let Some(g) = &grads[i] else { continue };
                 let w = match &self.master {
                     Some(m) => m[i].shallow_clone(),
                     None => self.params[i].shallow_clone(),
                 };
-                let mut w = w;
-                let _ = w.f_mul_scalar_(1.0 - c.lr * c.weight_decay)?;
-                let _ = self.exp_avg[i].f_lerp_(&g, 1.0 - c.beta1)?;
-                let _ = self.exp_avg_sq[i].f_mul_scalar_(c.beta2)?;
-                let _ = self.exp_avg_sq[i].f_addcmul_(&(&g * (1.0 - c.beta2)), &g)?;
-                let denom = self.exp_avg_sq[i].f_sqrt()? / bc2_sqrt + c.eps;
-                let _ = w.f_addcdiv_(&(&self.exp_avg[i] * -step_size), &denom)?;
+                adamw_update(w.shallow_clone(), &mut self.exp_avg[i], &mut self.exp_avg_sq[i], g, scale, &h)?;
                 if self.master.is_some() {
                     let _ = self.params[i].f_copy_(&w)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.zero_grad();
+        Ok(StepStats { grad_norm, skipped: false })
+    }
+
+    fn clip_scale(&self, grad_norm: f64) -> f64 {
+        if self.cfg.grad_clip > 0.0 {
+            (self.cfg.grad_clip / (grad_norm + 1e-6)).min(1.0)
+        } else {
+            1.0
+        }
+    }
+
+    fn hyper(&self) -> Hyper {
+        let c = &self.cfg;
+        let t = self.step as i32;
+        let (bc1, bc2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+        Hyper {
+            decay: 1.0 - c.lr * c.weight_decay,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            step_size: c.lr / bc1,
+            bc2_sqrt: bc2.sqrt(),
+            eps: c.eps,
+        }
+    }
+
+    /// ZeRO-1: reduce-scatter each bucket's gradients, update this rank's shard, all-gather.
+    fn step_zero1(&mut self) -> Result<StepStats> {
+        let d = self.dist.as_ref().expect("sharded implies distributed");
+        let world = d.pg.world() as i64;
+        let shards: Vec<Tensor> = tch::no_grad(|| -> Result<Vec<Tensor>> {
+            let mut v = vec![];
+            for b in &d.buckets {
+                let flat = flatten(&self.params[b.params.clone()], b.padded, |p| {
+                    let g = p.grad();
+                    g.defined().then_some(g)
+                })?; // [padded] f32
+                let out = Tensor::zeros([b.shard(world)], (Kind::Float, flat.device()));
+                d.pg.reduce_scatter(&out, &flat).map_err(dist_err)?;
+                v.push(out);
+            }
+            Ok(v)
+        })?;
+        let mut sq = [shards.iter().map(|g| g.square().sum(Kind::Double).double_value(&[])).sum::<f64>()];
+        d.pg.all_reduce_f64(&mut sq, ReduceOp::Sum).map_err(dist_err)?;
+        let grad_norm = sq[0].sqrt();
+        if !grad_norm.is_finite() {
+            self.zero_grad();
+            return Ok(StepStats { grad_norm, skipped: true });
+        }
+        let scale = self.clip_scale(grad_norm);
+        self.step += 1;
+        let h = self.hyper();
+        let d = self.dist.as_mut().expect("sharded implies distributed");
+        let z = d.zero1.as_mut().expect("sharded");
+        tch::no_grad(|| -> Result<()> {
+            for (k, b) in d.buckets.iter().enumerate() {
+                adamw_update(
+                    z.master[k].shallow_clone(),
+                    &mut z.exp_avg[k],
+                    &mut z.exp_avg_sq[k],
+                    &shards[k],
+                    scale,
+                    &h,
+                )?;
+                // All-gather the updated shard in the parameters' dtype and copy it back.
+                let kind = self.params[b.params.start].kind();
+                let local = z.master[k].to_kind(kind); // [shard]
+                let full = Tensor::zeros([b.padded], (kind, local.device()));
+                d.pg.all_gather(&full, &local).map_err(dist_err)?;
+                let mut off = 0;
+                for i in b.params.clone() {
+                    let n = self.params[i].numel() as i64;
+                    let src = full.narrow(0, off, n).view(self.params[i].size().as_slice());
+                    let _ = self.params[i].f_copy_(&src)?;
+                    off += n;
                 }
             }
             Ok(())
@@ -200,6 +390,20 @@ impl AdamW {
     /// The state to checkpoint: `exp_avg.NAME`, `exp_avg_sq.NAME`, `master.NAME` (when kept) and
     /// `step` (a 1-element int64 tensor).
     pub fn state(&self) -> Vec<(String, Tensor)> {
+        if let Some(z) = self.dist.as_ref().and_then(|d| d.zero1.as_ref().map(|z| (d, z))) {
+            let (d, z) = z;
+            let mut out = vec![];
+            for k in 0..d.buckets.len() {
+                out.push((format!("zero1.bucket{k}.master"), z.master[k].shallow_clone()));
+                out.push((format!("zero1.bucket{k}.exp_avg"), z.exp_avg[k].shallow_clone()));
+                out.push((format!("zero1.bucket{k}.exp_avg_sq"), z.exp_avg_sq[k].shallow_clone()));
+            }
+            let total: i64 = d.buckets.iter().map(|b| b.numel).sum();
+            let layout = [d.pg.world() as i64, d.pg.rank() as i64, d.buckets.len() as i64, total];
+            out.push(("zero1.layout".into(), Tensor::from_slice(&layout)));
+            out.push(("step".into(), Tensor::from_slice(&[self.step as i64])));
+            return out;
+        }
         let mut out = Vec::with_capacity(3 * self.names.len() + 1);
         for (i, n) in self.names.iter().enumerate() {
             out.push((format!("exp_avg.{n}"), self.exp_avg[i].shallow_clone()));
@@ -216,6 +420,44 @@ impl AdamW {
     pub fn load_state(&mut self, state: Vec<(String, Tensor)>) -> Result<()> {
         let map: std::collections::HashMap<String, Tensor> = state.into_iter().collect();
         let get = |k: &str| map.get(k).ok_or_else(|| RlError::Checkpoint(format!("optimizer state has no tensor {k}")));
+        if let Some(d) = self.dist.as_mut() {
+            if let Some(z) = d.zero1.as_mut() {
+                let total: i64 = d.buckets.iter().map(|b| b.numel).sum();
+                let want = vec![d.pg.world() as i64, d.pg.rank() as i64, d.buckets.len() as i64, total];
+                let have = Vec::<i64>::try_from(get("zero1.layout")?)?;
+                if have != want {
+                    return Err(RlError::Checkpoint(format!(
+                        "ZeRO-1 shard layout [world, rank, buckets, parameters] is {have:?} in the checkpoint but {want:?} here: resume with the same world size"
+                    )));
+                }
+                tch::no_grad(|| -> Result<()> {
+                    for k in 0..d.buckets.len() {
+                        for (key, dst) in [
+                            ("master", &mut z.master[k]),
+                            ("exp_avg", &mut z.exp_avg[k]),
+                            ("exp_avg_sq", &mut z.exp_avg_sq[k]),
+                        ] {
+                            let src = get(&format!("zero1.bucket{k}.{key}"))?;
+                            if src.size() != dst.size() {
+                                return Err(RlError::Checkpoint(format!(
+                                    "optimizer tensor zero1.bucket{k}.{key} has the wrong shape"
+                                )));
+                            }
+                            dst.f_copy_(src)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+                self.step = get("step")?.int64_value(&[0]) as u64;
+                return Ok(());
+            }
+        }
+        if map.contains_key("zero1.layout") {
+            return Err(RlError::Checkpoint(
+                "the checkpoint's optimizer state is sharded (ZeRO-1): resume with train.zero1 and the same world size"
+                    .into(),
+            ));
+        }
         tch::no_grad(|| -> Result<()> {
             for (i, n) in self.names.iter().enumerate() {
                 for (key, dst) in [("exp_avg", &mut self.exp_avg[i]), ("exp_avg_sq", &mut self.exp_avg_sq[i])] {
@@ -238,4 +480,60 @@ impl AdamW {
         self.step = get("step")?.int64_value(&[0]) as u64;
         Ok(())
     }
+}
+
+/// Per-step AdamW constants.
+struct Hyper {
+    decay: f64,
+    beta1: f64,
+    beta2: f64,
+    step_size: f64,
+    bc2_sqrt: f64,
+    eps: f64,
+}
+
+/// One AdamW update of `w` (f32, in place) from gradient `g` scaled by `scale`, in PyTorch's order.
+fn adamw_update(mut w: Tensor, m: &mut Tensor, v: &mut Tensor, g: &Tensor, scale: f64, h: &Hyper) -> Result<()> {
+    let mut g = g.to_kind(Kind::Float);
+    if scale < 1.0 {
+        g = g * scale;
+    }
+    let _ = w.f_mul_scalar_(h.decay)?;
+    let _ = m.f_lerp_(&g, 1.0 - h.beta1)?;
+    let _ = v.f_mul_scalar_(h.beta2)?;
+    let _ = v.f_addcmul_(&(&g * (1.0 - h.beta2)), &g)?;
+    let denom = v.f_sqrt()? / h.bc2_sqrt + h.eps;
+    let _ = w.f_addcdiv_(&(&*m * -h.step_size), &denom)?;
+    Ok(())
+}
+
+/// Total L2 norm of the gradients that exist.
+fn norm_of(grads: &[Option<Tensor>]) -> Result<f64> {
+    let norms: Vec<Tensor> = grads.iter().flatten().map(|g| g.to_kind(Kind::Float).norm()).collect();
+    if norms.is_empty() {
+        return Ok(0.0);
+    }
+    Ok(Tensor::stack(&norms, 0).norm().f_double_value(&[])?)
+}
+
+/// The tensors `pick` returns for `params` (zeros where it returns `None`), flattened into one f32
+/// vector and zero-padded to `padded` elements.
+fn flatten(params: &[Tensor], padded: i64, pick: impl Fn(&Tensor) -> Option<Tensor>) -> Result<Tensor> {
+    let dev = params.first().map(|p| p.device()).unwrap_or(tch::Device::Cpu);
+    let mut parts: Vec<Tensor> = params
+        .iter()
+        .map(|p| match pick(p) {
+            Some(t) => t.to_kind(Kind::Float).reshape([-1]),
+            None => Tensor::zeros([p.numel() as i64], (Kind::Float, dev)),
+        })
+        .collect();
+    let numel: i64 = params.iter().map(|p| p.numel() as i64).sum();
+    if padded > numel {
+        parts.push(Tensor::zeros([padded - numel], (Kind::Float, dev)));
+    }
+    Ok(Tensor::cat(&parts, 0))
+}
+
+fn dist_err(e: crate::dist::DistError) -> RlError {
+    RlError::Dist(e.to_string())
 }

@@ -21,11 +21,13 @@ use super::config::{TaskSection, TrainConfig};
 use super::critic::Critic;
 use super::logprob::token_stats;
 use super::metrics::{EvalMetrics, Log, StepMetrics, EVAL_JSONL, EVAL_PARQUET, METRICS_JSONL, METRICS_PARQUET};
+use super::optim::BUCKET_ELEMS;
 use super::optim::{AdamW, OptimConfig};
 use super::rollout::{self, Rollout};
 use super::task::{MathTask, MiniTask, Task, TaskItem};
 use super::update::{update, Learner, UpdateConfig};
 use super::{io_err, ObjectiveKind, Result, RlError};
+use crate::dist::{self, ProcessGroup};
 use crate::model::{self, DType, LoadedModel, SamplingParams};
 use crate::rundir::{Layout, RunDir};
 use rand::seq::SliceRandom;
@@ -33,6 +35,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 use tch::Tensor;
 
@@ -57,6 +60,17 @@ pub struct CheckpointState {
     pub optimizer_sha256: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub critic_optimizer_sha256: Option<String>,
+    /// ZeRO-1 runs: sha256 of every rank's optimizer shard (`optimizer.rank<r>.safetensors`),
+    /// in rank order (`optimizer_sha256` is then rank 0's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optimizer_shards: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub critic_optimizer_shards: Vec<String>,
+}
+
+/// A rank's optimizer-shard file name (ZeRO-1 checkpoints).
+fn shard_file(stem: &str, rank: usize) -> String {
+    format!("{stem}.rank{rank}.safetensors")
 }
 
 /// `checkpoints/latest.json`.
@@ -145,29 +159,65 @@ pub fn train(
     if cfg.model.threads > 0 {
         tch::set_num_threads(cfg.model.threads as i32);
     }
+    // Under torchrun / srun: join the data-parallel group (one GPU per process: cuda:LOCAL_RANK).
+    let timeout = dist::timeout_from_env(dist::DEFAULT_TIMEOUT).map_err(dist_err)?;
+    let (pg, device) = match dist::join_from_env(device, timeout).map_err(dist_err)? {
+        Some((pg, d)) => (Some(Arc::new(pg)), d),
+        None => (None, device),
+    };
+    if cfg.train.zero1 && pg.is_none() {
+        return Err(RlError::Config(
+            "train.zero1 shards the optimizer across data-parallel ranks: launch with torchrun or srun".into(),
+        ));
+    }
+    let (rank, world) = pg.as_ref().map_or((0, 1), |p| (p.rank(), p.world()));
+    let lead = rank == 0;
     let dtype = dtype_of(cfg)?;
-    let policy = model::load_model(&cfg.model.path, device, dtype)?;
-    let settings = serde_json::json!({
+    let mut policy = model::load_model(&cfg.model.path, device, dtype)?;
+    policy.model.gradient_checkpointing = cfg.train.gradient_checkpointing;
+    let mut settings = serde_json::json!({
         "config": cfg.settings_value(),
         "base_model": policy.fingerprint.sha256,
         "task": task.fingerprint(),
     });
-    // Held for the whole run: the lock, and the settings check.
-    let _run = RunDir::open(run_dir, &settings, LAYOUT)?;
+    if world > 1 {
+        // Rollouts are split across ranks and ZeRO-1 shards per rank: resume with the same world.
+        settings["world_size"] = world.into();
+    }
+    // Held for the whole run by rank 0 (the folder lives on storage every rank shares): the lock,
+    // and the settings check. The other ranks wait for it; if it fails, rank 0 exits and their
+    // barrier fails.
+    let _run = if lead { Some(RunDir::open(run_dir, &settings, LAYOUT)?) } else { None };
     let ckpts = run_dir.join(CHECKPOINTS);
-    let latest = read_latest(&ckpts)?;
     let metrics = Log::new(run_dir, METRICS_JSONL, METRICS_PARQUET);
     let evals = Log::new(run_dir, EVAL_JSONL, EVAL_PARQUET);
-    if !resume && (latest.is_some() || !metrics.rows()?.is_empty()) {
-        return Err(RlError::Config(format!(
-            "{} already holds a run; pass --resume to continue it, or choose another folder",
-            run_dir.display()
-        )));
+    if lead {
+        let latest = read_latest(&ckpts)?;
+        if !resume && (latest.is_some() || !metrics.rows()?.is_empty()) {
+            return Err(RlError::Config(format!(
+                "{} already holds a run; pass --resume to continue it, or choose another folder",
+                run_dir.display()
+            )));
+        }
+        crate::durable::write(&run_dir.join(CONFIG_FILE), cfg.to_toml().as_bytes()).map_err(io_err(run_dir))?;
     }
-    crate::durable::write(&run_dir.join(CONFIG_FILE), cfg.to_toml().as_bytes()).map_err(io_err(run_dir))?;
+    if let Some(pg) = &pg {
+        pg.barrier().map_err(dist_err)?;
+    }
+    let latest = read_latest(&ckpts)?;
 
     let trainable = |lm: &LoadedModel| lm.vs.variables().into_iter().collect::<Vec<_>>();
-    let opt = AdamW::new(trainable(&policy), cfg.optim.clone())?;
+    let make_opt = |vars: Vec<(String, Tensor)>, ocfg: OptimConfig| -> Result<AdamW> {
+        match &pg {
+            Some(pg) => {
+                // Rank 0's initial weights everywhere, then a data-parallel optimizer.
+                dist::broadcast_named(pg, &vars).map_err(dist_err)?;
+                AdamW::distributed(vars, ocfg, pg.clone(), cfg.train.zero1, BUCKET_ELEMS)
+            }
+            None => AdamW::new(vars, ocfg),
+        }
+    };
+    let opt = make_opt(trainable(&policy), cfg.optim.clone())?;
     let kl = cfg.objective.kl();
     let reference = if cfg.objective.kind.uses_reference(kl) {
         Some(model::load_model(&cfg.model.path, device, dtype)?)
@@ -175,8 +225,9 @@ pub fn train(
         None
     };
     let critic = if cfg.objective.kind == ObjectiveKind::Ppo {
-        let c = Critic::init(&cfg.model.path, device, dtype, derive_seed(cfg.train.seed, "critic-head", 0))?;
-        let copt = AdamW::new(c.trainable(), OptimConfig { lr: cfg.critic.lr, ..cfg.optim.clone() })?;
+        let mut c = Critic::init(&cfg.model.path, device, dtype, derive_seed(cfg.train.seed, "critic-head", 0))?;
+        c.body.model.gradient_checkpointing = cfg.train.gradient_checkpointing;
+        let copt = make_opt(c.trainable(), OptimConfig { lr: cfg.critic.lr, ..cfg.optim.clone() })?;
         Some((c, copt))
     } else {
         None
@@ -185,12 +236,14 @@ pub fn train(
 
     let mut start = 0;
     if let Some(l) = &latest {
-        load_checkpoint(&mut st, &ckpts.join(&l.dir), device, dtype)?;
+        load_checkpoint(&mut st, &ckpts.join(&l.dir), device, dtype, rank)?;
         start = l.step;
         tracing::info!("resuming from {} (step {})", ckpts.join(&l.dir).display(), l.step);
     }
-    metrics.truncate_to(start)?;
-    evals.truncate_to(start)?;
+    if lead {
+        metrics.truncate_to(start)?;
+        evals.truncate_to(start)?;
+    }
     let resumed_from = latest.as_ref().map(|l| l.step);
 
     let items = task.train_items();
@@ -229,17 +282,24 @@ pub fn train(
         stop_ids: task.stop_ids(),
     };
     if start == 0 && cfg.eval.every > 0 && cfg.eval.before_train {
-        run_eval(cfg, task, &st.policy, 0, &evals)?;
+        run_eval(cfg, task, &st.policy, 0, &evals, pg.as_deref())?;
     }
     let mut last = None;
     let mut final_ckpt = latest.as_ref().map(|l| ckpts.join(&l.dir));
     for step in start + 1..=cfg.train.steps {
         let (idx, epoch, position) =
             step_prompts(items.len(), r.prompts_per_step, cfg.train.seed, cfg.train.shuffle, step);
-        let step_items: Vec<&TaskItem> = idx.iter().map(|&i| &items[i]).collect();
         let t0 = Instant::now();
         let base_seed = derive_seed(cfg.train.seed, "rollout", step as u64);
-        let rollouts = rollout::generate(&st.policy.model, task, &step_items, r.n, &params, base_seed, r.batch)?;
+        // Each rank samples its contiguous share of the step's prompts (seeds depend on the prompt
+        // and sample, not on the rank), then every rank gets the whole batch in prompt order.
+        let mine = super::update::owned_rows(&idx, rank, world);
+        let step_items: Vec<&TaskItem> = mine.iter().map(|&i| &items[i]).collect();
+        let local = rollout::generate(&st.policy.model, task, &step_items, r.n, &params, base_seed, r.batch)?;
+        let rollouts = match &pg {
+            Some(pg) => gather_rollouts(pg, local)?,
+            None => local,
+        };
         let t_roll = t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let mut learner = Learner {
@@ -248,26 +308,33 @@ pub fn train(
             reference: st.reference.as_ref(),
             critic: st.critic.as_mut().map(|(c, o)| (&*c, o)),
             pad: task.pad_id(),
+            dist: pg.as_deref(),
         };
         let u = update(&mut learner, &rollouts, &upd)?;
         let t_upd = t1.elapsed().as_secs_f64();
         let mut m = step_metrics(step, epoch, &rollouts, &params, u, t_roll, t_upd);
         m.extra = task_metrics(task, &rollouts, &m.update.rollout_token_entropy);
-        metrics.append(&m)?;
+        if lead {
+            metrics.append(&m)?;
+        }
         on_step(&m, cfg.train.steps);
         if cfg.eval.every > 0 && step % cfg.eval.every == 0 {
-            run_eval(cfg, task, &st.policy, step, &evals)?;
+            run_eval(cfg, task, &st.policy, step, &evals, pg.as_deref())?;
         }
         let every = cfg.checkpoint.every;
         if step == cfg.train.steps || (every > 0 && step % every == 0) {
-            final_ckpt = Some(save_checkpoint(&st, &ckpts, step, epoch, position, cfg.checkpoint.keep)?);
-            metrics.write_parquet()?;
-            evals.write_parquet()?;
+            final_ckpt = Some(save_checkpoint(&st, &ckpts, step, epoch, position, cfg.checkpoint.keep, pg.as_deref())?);
+            if lead {
+                metrics.write_parquet()?;
+                evals.write_parquet()?;
+            }
         }
         last = Some(m);
     }
-    metrics.write_parquet()?;
-    evals.write_parquet()?;
+    if lead {
+        metrics.write_parquet()?;
+        evals.write_parquet()?;
+    }
     Ok(TrainSummary {
         run_dir: run_dir.to_path_buf(),
         steps_done: cfg.train.steps,
@@ -342,7 +409,16 @@ fn task_metrics(task: &dyn Task, rollouts: &[Rollout], entropy: &[Vec<f32>]) -> 
 }
 
 /// Validation generations on every held-out set: accuracy and mean token entropy.
-fn run_eval(cfg: &TrainConfig, task: &dyn Task, policy: &LoadedModel, step: usize, log: &Log) -> Result<()> {
+/// Held-out accuracy and entropy; data-parallel ranks evaluate contiguous shares of each set and
+/// the sums are all-reduced (rank 0 logs).
+fn run_eval(
+    cfg: &TrainConfig,
+    task: &dyn Task,
+    policy: &LoadedModel,
+    step: usize,
+    log: &Log,
+    pg: Option<&ProcessGroup>,
+) -> Result<()> {
     let e = &cfg.eval;
     let params = SamplingParams {
         temperature: e.temperature,
@@ -356,31 +432,48 @@ fn run_eval(cfg: &TrainConfig, task: &dyn Task, policy: &LoadedModel, step: usiz
             continue;
         }
         let t0 = Instant::now();
-        let refs: Vec<&TaskItem> = items.iter().collect();
+        let (rank, world) = pg.map_or((0, 1), |p| (p.rank(), p.world()));
+        let all: Vec<usize> = (0..items.len()).collect();
+        let refs: Vec<&TaskItem> = super::update::owned_rows(&all, rank, world).iter().map(|&i| &items[i]).collect();
         let seed = derive_seed(cfg.train.seed, "eval", step as u64);
-        let rollouts = rollout::generate(&policy.model, task, &refs, e.n, &params, seed, e.batch)?;
+        let rollouts = if refs.is_empty() {
+            vec![]
+        } else {
+            rollout::generate(&policy.model, task, &refs, e.n, &params, seed, e.batch)?
+        };
         let rows: Vec<&Rollout> = rollouts.iter().collect();
-        let (_, ent) = token_stats(&policy.model, &rows, cfg.train.micro_batch, task.pad_id())?;
+        let ent = if rows.is_empty() {
+            vec![]
+        } else {
+            token_stats(&policy.model, &rows, cfg.train.micro_batch, task.pad_id())?.1
+        };
         let mut off = 0;
-        let mut per_seq = 0.0;
+        // [samples, correct, Σ per-sequence mean entropy, Σ response length]
+        let mut sums = [rollouts.len() as f64, rollouts.iter().filter(|r| r.correct()).count() as f64, 0.0, 0.0];
         for r in &rollouts {
             let n = r.response_ids.len();
-            per_seq += ent[off..off + n].iter().map(|&x| x as f64).sum::<f64>() / n.max(1) as f64;
+            sums[2] += ent[off..off + n].iter().map(|&x| x as f64).sum::<f64>() / n.max(1) as f64;
+            sums[3] += n as f64;
             off += n;
         }
+        if let Some(pg) = pg {
+            pg.all_reduce_f64(&mut sums, crate::dist::ReduceOp::Sum).map_err(dist_err)?;
+        }
+        let samples = sums[0].max(1.0);
         let m = EvalMetrics {
             step,
             dataset: name.clone(),
             problems: items.len(),
-            samples: rollouts.len(),
-            accuracy: rollouts.iter().filter(|r| r.correct()).count() as f64 / rollouts.len() as f64,
-            entropy: per_seq / rollouts.len() as f64,
-            response_length_mean: rollouts.iter().map(|r| r.response_ids.len()).sum::<usize>() as f64
-                / rollouts.len() as f64,
+            samples: sums[0] as usize,
+            accuracy: sums[1] / samples,
+            entropy: sums[2] / samples,
+            response_length_mean: sums[3] / samples,
             time_s: t0.elapsed().as_secs_f64(),
         };
-        tracing::info!("eval step {step} {name}: accuracy {:.4}, entropy {:.4}", m.accuracy, m.entropy);
-        log.append(&m)?;
+        if rank == 0 {
+            tracing::info!("eval step {step} {name}: accuracy {:.4}, entropy {:.4}", m.accuracy, m.entropy);
+            log.append(&m)?;
+        }
     }
     Ok(())
 }
@@ -390,6 +483,23 @@ fn run_eval(cfg: &TrainConfig, task: &dyn Task, policy: &LoadedModel, step: usiz
 pub fn latest_policy(run: &Path) -> Result<Option<PathBuf>> {
     let ckpts = run.join("checkpoints");
     Ok(read_latest(&ckpts)?.map(|l| ckpts.join(l.dir).join("policy")))
+}
+
+/// Every rank's rollouts, concatenated in rank order (the single-process order: ranks hold
+/// contiguous shares of the step's prompts).
+fn gather_rollouts(pg: &ProcessGroup, local: Vec<Rollout>) -> Result<Vec<Rollout>> {
+    let bytes = serde_json::to_vec(&local).map_err(|e| RlError::Dist(format!("serializing rollouts: {e}")))?;
+    let mut all = vec![];
+    for (r, b) in pg.all_gather_bytes(&bytes).map_err(dist_err)?.into_iter().enumerate() {
+        let mut part: Vec<Rollout> =
+            serde_json::from_slice(&b).map_err(|e| RlError::Dist(format!("rank {r}'s rollouts: {e}")))?;
+        all.append(&mut part);
+    }
+    Ok(all)
+}
+
+fn dist_err(e: crate::dist::DistError) -> RlError {
+    RlError::Dist(e.to_string())
 }
 
 fn read_latest(ckpts: &Path) -> Result<Option<Latest>> {
@@ -423,6 +533,11 @@ fn read_tensors(path: &Path, sha: &str) -> Result<Vec<(String, Tensor)>> {
 
 /// Writes `checkpoints/step-NNNNNN/` whole (staging folder, then swapped in), then points
 /// `latest.json` at it, then prunes to the newest `keep`.
+///
+/// Data parallel: the weights (equal on every rank) are written by rank 0. With ZeRO-1 every rank
+/// first writes its optimizer shard into `checkpoints/.shards-step-NNNNNN/`; after a barrier rank 0
+/// moves them into the staging folder and records their sha256s, and a last barrier lets no rank
+/// run ahead of a checkpoint that is not in place.
 fn save_checkpoint(
     st: &State,
     ckpts: &Path,
@@ -430,18 +545,52 @@ fn save_checkpoint(
     epoch: usize,
     position: usize,
     keep: usize,
+    pg: Option<&ProcessGroup>,
 ) -> Result<PathBuf> {
     let name = format!("step-{step:06}");
     let dir = ckpts.join(&name);
+    let rank = pg.map_or(0, |p| p.rank());
+    let shards_dir = ckpts.join(format!(".shards-{name}"));
+    let sharded = st.opt.is_sharded();
+    if sharded && rank != 0 {
+        std::fs::create_dir_all(&shards_dir).map_err(io_err(&shards_dir))?;
+        write_tensors(&st.opt.state(), &shards_dir.join(shard_file("optimizer", rank)))?;
+        if let Some((_, copt)) = &st.critic {
+            write_tensors(&copt.state(), &shards_dir.join(shard_file("critic_optimizer", rank)))?;
+        }
+    }
+    if let Some(pg) = pg {
+        pg.barrier().map_err(dist_err)?;
+    }
+    if rank != 0 {
+        pg.expect("only data-parallel runs have other ranks").barrier().map_err(dist_err)?;
+        return Ok(dir);
+    }
     let stage = crate::durable::staging_dir(&dir).map_err(io_err(&dir))?;
     let fp = st.policy.save(&stage.join("policy"), &Default::default())?;
-    let optimizer_sha256 = write_tensors(&st.opt.state(), &stage.join(OPT_FILE))?;
-    let critic_optimizer_sha256 = match &st.critic {
+    let world = pg.map_or(1, |p| p.world());
+    // Rank 0's own shard, then the others' moved in; their sha256s in rank order.
+    let collect = |stem: &str, own: Vec<(String, Tensor)>| -> Result<(String, Vec<String>)> {
+        if !sharded {
+            let file = if stem == "optimizer" { OPT_FILE } else { CRITIC_OPT_FILE };
+            return Ok((write_tensors(&own, &stage.join(file))?, vec![]));
+        }
+        let mut shas = vec![write_tensors(&own, &stage.join(shard_file(stem, 0)))?];
+        for r in 1..world {
+            let (src, dst) = (shards_dir.join(shard_file(stem, r)), stage.join(shard_file(stem, r)));
+            std::fs::rename(&src, &dst).map_err(io_err(&src))?;
+            shas.push(crate::fingerprint::digest_file(&dst)?.sha256);
+        }
+        Ok((shas[0].clone(), shas))
+    };
+    let (optimizer_sha256, optimizer_shards) = collect("optimizer", st.opt.state())?;
+    let (critic_optimizer_sha256, critic_optimizer_shards) = match &st.critic {
         Some((c, copt)) => {
             c.save(&stage.join("critic"))?;
-            Some(write_tensors(&copt.state(), &stage.join(CRITIC_OPT_FILE))?)
+            let (sha, shards) = collect("critic_optimizer", copt.state())?;
+            (Some(sha), shards)
         }
-        None => None,
+        None => (None, vec![]),
     };
     let state = CheckpointState {
         step,
@@ -450,6 +599,8 @@ fn save_checkpoint(
         policy_fingerprint: fp.sha256,
         optimizer_sha256,
         critic_optimizer_sha256,
+        optimizer_shards,
+        critic_optimizer_shards,
     };
     let spath = stage.join(STATE_FILE);
     std::fs::write(&spath, serde_json::to_string_pretty(&state).expect("serializable")).map_err(io_err(&spath))?;
@@ -470,10 +621,16 @@ fn save_checkpoint(
             std::fs::remove_dir_all(ckpts.join(old)).map_err(io_err(&ckpts.join(old)))?;
         }
     }
+    if shards_dir.exists() {
+        std::fs::remove_dir_all(&shards_dir).map_err(io_err(&shards_dir))?;
+    }
+    if let Some(pg) = pg {
+        pg.barrier().map_err(dist_err)?;
+    }
     Ok(dir)
 }
 
-fn load_checkpoint(st: &mut State, dir: &Path, device: tch::Device, dtype: DType) -> Result<()> {
+fn load_checkpoint(st: &mut State, dir: &Path, device: tch::Device, dtype: DType, rank: usize) -> Result<()> {
     let spath = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&spath).map_err(io_err(&spath))?;
     let state: CheckpointState =
@@ -488,16 +645,52 @@ fn load_checkpoint(st: &mut State, dir: &Path, device: tch::Device, dtype: DType
     }
     let weights = model::checkpoint::WeightFiles::open(&pdir)?;
     model::checkpoint::load_weights(&st.policy.vs, &weights)?;
-    st.opt.load_state(read_tensors(&dir.join(OPT_FILE), &state.optimizer_sha256)?)?;
-    if let Some((critic, copt)) = &mut st.critic {
-        let sha = state
-            .critic_optimizer_sha256
-            .as_deref()
-            .ok_or_else(|| RlError::Checkpoint(format!("{}: no critic optimizer state", spath.display())))?;
-        *critic = Critic::load(&dir.join("critic"), device, dtype)?;
-        let mut fresh = AdamW::new(critic.trainable(), copt.cfg.clone())?;
-        fresh.load_state(read_tensors(&dir.join(CRITIC_OPT_FILE), sha)?)?;
-        *copt = fresh;
+    // The optimizer state: one file, or (ZeRO-1) this rank's shard.
+    let sharded = st.opt.is_sharded();
+    let opt_file = |stem: &str, file: &str, single: Option<&str>, shards: &[String]| -> Result<(PathBuf, String)> {
+        if sharded {
+            let sha = shards.get(rank).ok_or_else(|| {
+                RlError::Checkpoint(format!(
+                    "{}: no {stem} shard for rank {rank} ({} shards): resume with train.zero1 and the same world size",
+                    spath.display(),
+                    shards.len()
+                ))
+            })?;
+            Ok((dir.join(shard_file(stem, rank)), sha.clone()))
+        } else {
+            if !shards.is_empty() {
+                return Err(RlError::Checkpoint(format!(
+                    "{}: the optimizer state is sharded (ZeRO-1, {} ranks): resume with train.zero1 and the same world size",
+                    spath.display(),
+                    shards.len()
+                )));
+            }
+            let sha = single.ok_or_else(|| RlError::Checkpoint(format!("{}: no {stem} state", spath.display())))?;
+            Ok((dir.join(file), sha.to_string()))
+        }
+    };
+    let (f, sha) = opt_file("optimizer", OPT_FILE, Some(&state.optimizer_sha256), &state.optimizer_shards)?;
+    st.opt.load_state(read_tensors(&f, &sha)?)?;
+    if st.critic.is_some() {
+        let (f, sha) = opt_file(
+            "critic_optimizer",
+            CRITIC_OPT_FILE,
+            state.critic_optimizer_sha256.as_deref(),
+            &state.critic_optimizer_shards,
+        )?;
+        let (critic, copt) = st.critic.as_mut().expect("checked");
+        // Copy the saved critic into this one (its optimizer holds this one's tensors; the
+        // gradient-checkpointing switch stays as configured).
+        let saved = Critic::load(&dir.join("critic"), device, dtype)?;
+        let saved: std::collections::HashMap<String, Tensor> = saved.trainable().into_iter().collect();
+        tch::no_grad(|| -> Result<()> {
+            for (n, mut t) in critic.trainable() {
+                let src = saved.get(&n).ok_or_else(|| RlError::Checkpoint(format!("critic checkpoint lacks {n}")))?;
+                t.f_copy_(src)?;
+            }
+            Ok(())
+        })?;
+        copt.load_state(read_tensors(&f, &sha)?)?;
     }
     Ok(())
 }

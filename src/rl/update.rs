@@ -11,6 +11,13 @@
 //! 3. each mini-batch's loss is token-mean over its samples (see [`crate::rl::loss`]), accumulated
 //!    over micro-batches of `micro_batch` samples, then one clipped AdamW step.
 //!
+//! Data parallel (`Learner::dist`): every rank holds the same global rollout batch (the trainer
+//! all-gathers it), so advantages, S and the mini-batch partition are computed identically
+//! everywhere; each mini-batch's rows are split contiguously across ranks ([`owned_rows`]), each
+//! rank back-propagates its share with the loss divided by the *global* mini-batch's kept tokens,
+//! and the optimizer sums the gradients over ranks: the single-process gradient, up to float
+//! summation order. Logged sums and PPO's advantage whitening are all-reduced.
+//!
 //! Departure, stated: verl scales a partial last mini-batch's loss by its share of a full one
 //! (a side effect of `use_dynamic_bsz`); here every mini-batch is a plain token-mean.
 
@@ -21,6 +28,7 @@ use super::objective::{gae, sequence_advantages, whiten, LossNorm, ObjectiveConf
 use super::optim::AdamW;
 use super::rollout::Rollout;
 use super::{Result, RlError};
+use crate::dist::{ProcessGroup, ReduceOp};
 use crate::model::LoadedModel;
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +86,15 @@ pub struct Learner<'a> {
     pub critic: Option<(&'a Critic, &'a mut AdamW)>,
     /// Any valid token id, used to pad packed sequences.
     pub pad: i64,
+    /// Data-parallel training: every rank passes the same (global) rollouts and computes only its
+    /// share of each mini-batch (see [`update`]); the optimizers must be [`AdamW::distributed`].
+    pub dist: Option<&'a ProcessGroup>,
+}
+
+/// This rank's contiguous share of `rows` (balanced by count; every row has exactly one owner).
+pub fn owned_rows(rows: &[usize], rank: usize, world: usize) -> Vec<usize> {
+    let n = rows.len();
+    rows[rank * n / world..(rank + 1) * n / world].to_vec()
 }
 
 /// Statistics of one update (token-means over every mini-batch's S unless stated).
@@ -175,13 +192,20 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
         (true, LossNorm::KeptTokens) => (0..n_rows).filter(|&i| seq_adv[i].is_some()).collect(),
         _ => (0..n_rows).collect(),
     };
+    let (rank, world) = learner.dist.map_or((0, 1), |pg| (pg.rank(), pg.world()));
     let mini_batches: Vec<Vec<usize>> = selected.chunks(cfg.mini_batch_size).map(<[usize]>::to_vec).collect();
-    let plan: Vec<Vec<Vec<usize>>> =
-        mini_batches.iter().map(|mb| mb.chunks(cfg.micro_batch).map(<[usize]>::to_vec).collect()).collect();
+    // Global token count of each mini-batch (the loss normaliser), then this rank's micro-batches.
+    let mb_tokens: Vec<usize> =
+        mini_batches.iter().map(|mb| mb.iter().map(|&i| rollouts[i].response_ids.len()).sum()).collect();
+    let plan: Vec<Vec<Vec<usize>>> = mini_batches
+        .iter()
+        .map(|mb| owned_rows(mb, rank, world).chunks(cfg.micro_batch).map(<[usize]>::to_vec).collect())
+        .collect();
     let mut micro_all: Vec<Vec<usize>> = plan.iter().flatten().cloned().collect();
     let in_plan: std::collections::HashSet<usize> = selected.iter().copied().collect();
     let rest: Vec<usize> = (0..n_rows).filter(|i| !in_plan.contains(i)).collect();
-    micro_all.extend(rest.chunks(cfg.micro_batch).map(<[usize]>::to_vec));
+    micro_all.extend(owned_rows(&rest, rank, world).chunks(cfg.micro_batch).map(<[usize]>::to_vec));
+    let mine: Vec<usize> = micro_all.iter().flatten().copied().collect();
 
     // Rollout-policy log-probs and entropies (the update's own micro-batches first).
     let (mut old_logp, mut rollout_ent) = (vec![vec![]; n_rows], vec![vec![]; n_rows]);
@@ -213,7 +237,7 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
             Ok(())
         })?;
         let beta = kl_coef as f32;
-        for i in 0..n_rows {
+        for &i in &mine {
             let n = rollouts[i].response_ids.len();
             // KL-in-reward: −β·(log π_old − log π_ref) on every token, the score on the last.
             let mut r: Vec<f32> =
@@ -223,14 +247,35 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
             adv[i] = a;
             returns[i] = ret;
         }
-        // Whiten the advantages over every response token of the batch.
-        let mut flat: Vec<f32> = adv.iter().flatten().copied().collect();
-        whiten(&mut flat);
-        let mut off = 0;
-        for a in adv.iter_mut() {
-            let n = a.len();
-            a.copy_from_slice(&flat[off..off + n]);
-            off += n;
+        // Whiten the advantages over every response token of the (global) batch.
+        match learner.dist {
+            None => {
+                let mut flat: Vec<f32> = adv.iter().flatten().copied().collect();
+                whiten(&mut flat);
+                let mut off = 0;
+                for a in adv.iter_mut() {
+                    let n = a.len();
+                    a.copy_from_slice(&flat[off..off + n]);
+                    off += n;
+                }
+            }
+            Some(pg) => {
+                let mut sums = [0.0f64, 0.0];
+                for a in adv.iter() {
+                    sums[0] += a.iter().map(|&v| v as f64).sum::<f64>();
+                    sums[1] += a.len() as f64;
+                }
+                pg.all_reduce_f64(&mut sums, ReduceOp::Sum).map_err(|e| RlError::Dist(e.to_string()))?;
+                let mean = sums[0] / sums[1].max(1.0);
+                let mut sq = [adv.iter().flatten().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()];
+                pg.all_reduce_f64(&mut sq, ReduceOp::Sum).map_err(|e| RlError::Dist(e.to_string()))?;
+                if sums[1] >= 2.0 {
+                    let inv = 1.0 / (sq[0] / (sums[1] - 1.0) + 1e-8).sqrt();
+                    for v in adv.iter_mut().flatten() {
+                        *v = ((*v as f64 - mean) * inv) as f32;
+                    }
+                }
+            }
         }
     } else {
         for i in 0..n_rows {
@@ -247,9 +292,7 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
     let mut total = LossSums::default();
     let (mut norm_sum, mut vsum, mut vclip, mut vnorm) = (0.0, 0.0, 0usize, 0.0);
     let mut adv_sum = 0.0f64;
-    for mb in &plan {
-        let rows_mb: Vec<usize> = mb.iter().flatten().copied().collect();
-        let n_s: usize = rows_mb.iter().map(|&i| rollouts[i].response_ids.len()).sum();
+    for (mb, &n_s) in plan.iter().zip(&mb_tokens) {
         learner.opt.zero_grad();
         for micro in mb {
             let rows: Vec<&Rollout> = micro.iter().map(|&i| &rollouts[i]).collect();
@@ -271,7 +314,7 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
             copt.zero_grad();
             for micro in mb {
                 let rows: Vec<&Rollout> = micro.iter().map(|&i| &rollouts[i]).collect();
-                let vpred = critic.values(&rows, learner.pad)?;
+                let (vpred, tape) = critic.values_tape(&rows, learner.pad)?;
                 let (s, c) = value_backward(
                     &vpred,
                     &concat(micro, &old_values),
@@ -279,10 +322,55 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
                     cfg.critic.value_clip,
                     n_s as f64,
                 )?;
+                tape.backward(&critic.body.model)?;
                 vsum += s;
                 vclip += c;
             }
             vnorm += copt.step()?.grad_norm;
+        }
+    }
+    if let Some(pg) = learner.dist {
+        let derr = |e: crate::dist::DistError| RlError::Dist(e.to_string());
+        let mut v = [
+            total.surrogate,
+            total.entropy,
+            total.kl,
+            total.clipped as f64,
+            total.ratio_outside as f64,
+            total.tokens as f64,
+            adv_sum,
+            vsum,
+            vclip as f64,
+        ];
+        pg.all_reduce_f64(&mut v, ReduceOp::Sum).map_err(derr)?;
+        let mut m = [total.max_abs_log_ratio];
+        pg.all_reduce_f64(&mut m, ReduceOp::Max).map_err(derr)?;
+        (total.surrogate, total.entropy, total.kl) = (v[0], v[1], v[2]);
+        (total.clipped, total.ratio_outside, total.tokens) = (v[3] as usize, v[4] as usize, v[5] as usize);
+        (adv_sum, vsum, vclip, total.max_abs_log_ratio) = (v[6], v[7], v[8] as usize, m[0]);
+        // Every row's per-token rollout entropies (and log-probs) on every rank: each row has one
+        // owner, so a sum over ranks of zero-filled vectors gathers them.
+        // (Decided the same way on every rank: each of these is a collective.)
+        for (per_row, wanted) in [(&mut rollout_ent, true), (&mut old_logp, true), (&mut ref_logp, use_ref)] {
+            if !wanted {
+                continue;
+            }
+            let mut flat: Vec<f64> = vec![];
+            for (i, r) in rollouts.iter().enumerate() {
+                let n = r.response_ids.len();
+                if per_row[i].len() == n {
+                    flat.extend(per_row[i].iter().map(|&x| x as f64));
+                } else {
+                    flat.extend(std::iter::repeat_n(0.0, n));
+                }
+            }
+            pg.all_reduce_f64(&mut flat, ReduceOp::Sum).map_err(derr)?;
+            let mut off = 0;
+            for (i, r) in rollouts.iter().enumerate() {
+                let n = r.response_ids.len();
+                per_row[i] = flat[off..off + n].iter().map(|&x| x as f32).collect();
+                off += n;
+            }
         }
     }
     let nt = total.tokens.max(1) as f64;
