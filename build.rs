@@ -48,8 +48,20 @@ fn build_c10d_shim(libtorch_lib: &Path, cuda: bool) {
         .warnings(false)
         .opt_level(1);
     if cuda {
-        // CUDA runtime and NCCL headers from the wheel's nvidia-* dependencies (site-packages/nvidia).
+        // CUDA runtime and NCCL headers from the torch wheel's nvidia-* dependencies
+        // (site-packages/nvidia), plus the two header-only wheels the runtime's headers include
+        // (nvidia-cuda-crt: crt/host_config.h; nvidia-cuda-cccl: nv/target), which `make build-cuda`
+        // installs.
         let nvidia: PathBuf = torch.parent().expect("site-packages").join("nvidia");
+        for need in ["cu13/include/cuda_runtime_api.h", "cu13/include/crt/host_config.h", "cu13/include/nv/target", "nccl/include/nccl.h"] {
+            if !nvidia.join(need).exists() {
+                panic!(
+                    "the cuda feature compiles the NCCL backend against the CUDA headers, and {} is missing: \
+                     `make build-cuda` installs nvidia-cuda-crt and nvidia-cuda-cccl into the venv",
+                    nvidia.join(need).display()
+                );
+            }
+        }
         for sub in ["cu13/include", "nccl/include"] {
             b.include(nvidia.join(sub));
         }

@@ -4,7 +4,9 @@
 Usage:
   .venv/bin/python scripts/bench_train.py --bin target/release/rlvr-decomp --out results/bench/train.json
       [--rollouts 16] [--prompt 64] [--response 192] [--iters 5] [--warmup 1] [--rounds 2] [--threads 2]
-      [--hidden 512 --layers 4 --vocab 32768 ...]
+      [--hidden 512 --layers 4 --vocab 32768 ...] [--memory-only]
+  `--memory-only` (`make bench-memory`, with --layers 8 --response 448 where activations dominate):
+  only the gradient-checkpointing comparison and the memory plan check, no PyTorch side.
 
 Creates (once, seeded) a random Qwen2 model as an HF folder and a fixed rollout batch (random
 prompt/response token ids, rewards alternating 1/0), then times one update on it, the work of one
@@ -128,6 +130,7 @@ def main():
     ap.add_argument("--kv-heads", type=int, default=2)
     ap.add_argument("--vocab", type=int, default=32768)
     ap.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true")
     a = ap.parse_args()
 
     work = tempfile.mkdtemp(prefix="rlvr-bench-train-")
@@ -137,7 +140,7 @@ def main():
     make_rollouts(rollouts, a)
     best = {"tch": None, "torch": None}
     runs = {"tch": [], "torch": []}
-    for r in range(a.rounds):
+    for r in range(0 if a.memory_only else a.rounds):
         cmd = [a.bin, "bench-train", "--model", model_dir, "--rollouts", rollouts, "--iters", str(a.iters),
                "--warmup", str(a.warmup), "--threads", str(a.threads)]
         ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
@@ -152,18 +155,26 @@ def main():
             if best[k] is None or v["seconds_per_update"] < best[k]["seconds_per_update"]:
                 best[k] = v
         print(f"round {r + 1}: tch {ours['seconds_per_update']:.3f} s, torch {theirs['seconds_per_update']:.3f} s", flush=True)
-    # Gradient checkpointing: the same update with each layer recomputed in the backward pass,
-    # peak resident memory of the whole process both ways (fresh processes, same rollouts).
+    # Gradient checkpointing: the same update with each layer recomputed in the backward pass.
+    # One update per fresh process (no warm-up), so the peak resident memory is that update's own
+    # (glibc keeps freed arenas across iterations); the memory plan of `train --dry-run` for the
+    # same shapes beside it (measured = peak - RSS before the model was loaded).
     ckpt = {}
     for on in (False, True):
-        cmd = [a.bin, "bench-train", "--model", model_dir, "--rollouts", rollouts, "--iters", str(a.iters),
-               "--warmup", str(a.warmup), "--threads", str(a.threads)] + (["--gradient-checkpointing"] if on else [])
-        v = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        ckpt["on" if on else "off"] = {"seconds_per_update": v["seconds_per_update"], "peak_rss_bytes": v["peak_rss_bytes"]}
+        cmd = [a.bin, "bench-train", "--model", model_dir, "--rollouts", rollouts, "--iters", "1",
+               "--warmup", "0", "--threads", str(a.threads)] + (["--gradient-checkpointing"] if on else [])
+        # A fixed mmap threshold turns off glibc's dynamic one, which otherwise lets freed large
+        # blocks stay in the heap and makes the peak RSS of the same run vary by ~15%.
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+        v = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
+        ckpt["on" if on else "off"] = {k: v[k] for k in ("seconds_per_update", "peak_rss_bytes", "start_rss_bytes",
+                                                        "plan_bytes", "measured_over_plan")}
     ckpt["time_ratio_on_off"] = ckpt["on"]["seconds_per_update"] / ckpt["off"]["seconds_per_update"]
     ckpt["peak_rss_ratio_on_off"] = ckpt["on"]["peak_rss_bytes"] / ckpt["off"]["peak_rss_bytes"]
     print(f"gradient checkpointing: {ckpt['time_ratio_on_off']:.2f}x time, peak RSS "
-          f"{ckpt['off']['peak_rss_bytes'] / 1e6:.0f} MB -> {ckpt['on']['peak_rss_bytes'] / 1e6:.0f} MB", flush=True)
+          f"{ckpt['off']['peak_rss_bytes'] / 1e6:.0f} MB -> {ckpt['on']['peak_rss_bytes'] / 1e6:.0f} MB; "
+          f"measured/plan {ckpt['off']['measured_over_plan']:.3f} (off), {ckpt['on']['measured_over_plan']:.3f} (on)",
+          flush=True)
     res = {
         "what": "one RL update (old log-probs + forward + W-REINFORCE loss + backward + AdamW) on a fixed rollout batch",
         "model": {"arch": "Qwen2ForCausalLM (random)", "hidden": a.hidden, "intermediate": a.intermediate,
@@ -172,13 +183,15 @@ def main():
         "threads": a.threads, "iters": a.iters, "rounds": a.rounds,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
         "tch": best["tch"], "torch": best["torch"], "round_means": runs,
-        "ratio": best["tch"]["seconds_per_update"] / best["torch"]["seconds_per_update"],
+        "ratio": None if a.memory_only else best["tch"]["seconds_per_update"] / best["torch"]["seconds_per_update"],
         "gradient_checkpointing": ckpt,
     }
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         f.write(json.dumps(res, indent=2) + "\n")
-    print(f"ratio tch/torch = {res['ratio']:.3f} -> {a.out}")
+    if res["ratio"] is not None:
+        print(f"ratio tch/torch = {res['ratio']:.3f}")
+    print(f"-> {a.out}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@
 #                      normalisation, the W-REINFORCE λ sweep {0, 0.5, 1} (0.1 is the main run's)
 #   PROFILE=qwen3-4b | qwen2.5-math-7b   the paper's presets on a GPU site: MODEL_DIR=<HF model dir>;
 #                      PAPER_SETS="section.key=value ..." overrides the presets, K (default 256) the
-#                      samples per problem, LIMIT the problems per benchmark, SAMPLE_SETS extra sample flags
+#                      samples per problem, LIMIT the problems per benchmark, SAMPLE_SETS extra sample flags,
+#                      GPUS=N trains data-parallel on N GPUs of this node (torchrun, NCCL; e.g. with
+#                      PAPER_SETS="train.zero1=true train.gradient_checkpointing=true")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-mini}
@@ -302,9 +304,11 @@ paper_scale() {
   local extra=(); for s in ${PAPER_SETS:-}; do extra+=(--set "$s"); done
   check_stage
   stage rl "the paper's presets from $MODEL_DIR: $METHODS (one seed)"
+  local launch=("$BIN")
+  if [ "${GPUS:-1}" -gt 1 ]; then launch=(torchrun --nproc-per-node "$GPUS" --no-python "$BIN"); fi
   for m in $METHODS; do
     echo "   $m"
-    "$BIN" train --config "$cfg/$m.toml" --set "model.path=$MODEL_DIR" "${extra[@]}" --out "$OUT/rl/$m/seed0" --resume \
+    "${launch[@]}" train --config "$cfg/$m.toml" --set "model.path=$MODEL_DIR" "${extra[@]}" --out "$OUT/rl/$m/seed0" --resume \
       > "$OUT/rl.$m.summary.json"
   done
   stage export "the base and every final policy to ONNX"

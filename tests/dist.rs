@@ -396,3 +396,54 @@ fn two_rank_train_killed_and_resumed_equals_uninterrupted() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && e.contains("zero1"), "{e}");
 }
+
+/// The memory plan of `train --dry-run` at paper scale: ZeRO-1 divides the f32 master weights and
+/// AdamW moments by the world size, checkpointing keeps one layer's activations plus every layer's
+/// input, and the CLI states what fits on 80 GB and 141 GB devices.
+#[test]
+fn memory_plan_shards_and_checkpoints() {
+    use rlvr_decomp::model::{memory, Config};
+    let cfg = Config::from_path(&root().join("paper/models/qwen3-4b.config.json")).unwrap();
+    let shape = |world: usize, zero1: bool, checkpointing: bool| memory::TrainShape {
+        elt: 2,
+        master: true,
+        micro_batch: 1,
+        seq_len: 8192,
+        head_chunk: 442,
+        gen_rows: 8,
+        prompt_len: 1024,
+        max_new: 7168,
+        reference: false,
+        critic: false,
+        attention_probs: false,
+        world,
+        zero1,
+        checkpointing,
+        bucket_elems: rlvr_decomp::rl::optim::BUCKET_ELEMS as usize,
+    };
+    let item = |p: &memory::Plan, prefix: &str| -> f64 {
+        p.items.iter().filter(|(w, _)| w.starts_with(prefix)).map(|(_, b)| b).sum()
+    };
+    let params = memory::parameter_count(&cfg);
+    let single = memory::update_plan(&cfg, &shape(1, false, false));
+    let zero = memory::update_plan(&cfg, &shape(8, true, false));
+    assert_eq!(item(&single, "AdamW state"), params * 8.0);
+    assert_eq!(item(&zero, "AdamW state"), params * 8.0 / 8.0);
+    assert_eq!(item(&zero, "f32 master weights"), params * 4.0 / 8.0);
+    assert_eq!(item(&zero, "gradients"), item(&single, "gradients"), "ZeRO-1 does not shard gradients");
+    let ckpt = memory::update_plan(&cfg, &shape(1, false, true));
+    let plain_act = item(&single, "activations");
+    let ckpt_act = item(&ckpt, "layer inputs") + item(&ckpt, "one layer");
+    assert!(ckpt_act < plain_act / 5.0, "checkpointing keeps {ckpt_act} of {plain_act} bytes");
+    assert!(zero.total() < single.total() && ckpt.total() < single.total());
+
+    let o = Command::new(bin())
+        .current_dir(root())
+        .args(["train", "--dry-run", "--config", "paper/configs/qwen3-4b/nsr.toml", "--world-size", "8"])
+        .args(["--set", "train.zero1=true", "--set", "train.gradient_checkpointing=true"])
+        .output()
+        .unwrap();
+    let out = ok(&o, "dry-run");
+    assert!(out.contains("ZeRO-1 shard") && out.contains("layer inputs kept by checkpointing"), "{out}");
+    assert!(out.contains("world size 8 with ZeRO-1, gradient checkpointing on; on an 80 GB device:"), "{out}");
+}

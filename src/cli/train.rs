@@ -27,12 +27,15 @@ pub struct TrainArgs {
     /// Print the resolved config and a memory plan per device, then exit.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: plan for this many data-parallel ranks (default: WORLD_SIZE, else 1).
+    #[arg(long, requires = "dry_run")]
+    pub world_size: Option<usize>,
     /// Run folder (default: results/<config folder>-<config name>, e.g. results/qwen3-4b-nsr).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
 
-fn dry_run(cfg: &TrainConfig) -> Result<()> {
+fn dry_run(cfg: &TrainConfig, world: usize) -> Result<()> {
     let cfg_path = {
         let in_model = cfg.model.path.join("config.json");
         match (&cfg.model.config, in_model.is_file()) {
@@ -61,7 +64,12 @@ fn dry_run(cfg: &TrainConfig) -> Result<()> {
         max_new: cfg.rollout.max_new_tokens,
         reference: cfg.objective.kind.uses_reference(cfg.objective.kl()),
         critic: cfg.objective.kind == rlvr_decomp::rl::ObjectiveKind::Ppo,
-        attention_probs: !cfg.model.device.starts_with("cuda"),
+        // libtorch 2.11's SDPA takes a fused kernel on CPU (flash, masks included) and on CUDA.
+        attention_probs: false,
+        world,
+        zero1: cfg.train.zero1,
+        checkpointing: cfg.train.gradient_checkpointing,
+        bucket_elems: BUCKET_ELEMS as usize,
     };
     let plan = memory::training_plan(&mcfg, &shape);
     println!("# resolved config\n{}", cfg.to_toml());
@@ -74,8 +82,14 @@ fn dry_run(cfg: &TrainConfig) -> Result<()> {
     for (what, b) in &plan.items {
         println!("#   {what:<48} {:>12}", memory::human_bytes(*b));
     }
-    println!("#   {:<48} {:>12}", "total", memory::human_bytes(plan.total()));
-    println!("# (one process holds all of it: data-parallel sharding and gradient checkpointing are not built yet)");
+    println!("#   {:<48} {:>12}", "total per device", memory::human_bytes(plan.total()));
+    println!(
+        "# world size {world}{}, gradient checkpointing {}; on an 80 GB device: {}; on a 141 GB device: {}",
+        if cfg.train.zero1 { " with ZeRO-1" } else { "" },
+        if cfg.train.gradient_checkpointing { "on" } else { "off" },
+        if plan.total() <= 80e9 { "fits" } else { "does not fit" },
+        if plan.total() <= 141e9 { "fits" } else { "does not fit" },
+    );
     println!(
         "# rollout batch {} samples ({} prompts × {}), {} optimizer steps per batch of {} samples",
         cfg.rollout.prompts_per_step * cfg.rollout.n,
@@ -90,7 +104,14 @@ fn dry_run(cfg: &TrainConfig) -> Result<()> {
 pub fn run_train(args: TrainArgs) -> Result<()> {
     let cfg = TrainConfig::load(&args.config, &args.sets)?;
     if args.dry_run {
-        return dry_run(&cfg);
+        let world = match args.world_size {
+            Some(w) => w,
+            None => dist::Launch::from_env()?.map_or(1, |l| l.world),
+        };
+        if world == 0 {
+            bail!("--world-size must be at least 1");
+        }
+        return dry_run(&cfg, world);
     }
     let out = match &args.out {
         Some(o) => o.clone(),
@@ -432,6 +453,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
     (unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } == 0).then_some(u.ru_maxrss as u64 * 1024)
 }
 
+/// The process's resident memory now (Linux `/proc/self/statm`), in bytes.
+pub fn current_rss_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = text.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    Some(pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64)
+}
+
 /// `rlvr-decomp bench-train`: seconds per update (old log-probs, forward, loss, backward, AdamW)
 /// on fixed rollouts, the same work as one mini-batch of `train` (see `scripts/bench_train.py`).
 pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
@@ -442,6 +471,7 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
         bail!("--iters must be positive");
     }
     let rollouts = rollout::read_jsonl(&args.rollouts)?;
+    let start_rss = current_rss_bytes();
     let mut policy = model::load_model(&args.model, tch::Device::Cpu, DType::F32)?;
     policy.model.gradient_checkpointing = args.gradient_checkpointing;
     rollout::check_vocab(&rollouts, policy.cfg.vocab_size)?;
@@ -470,6 +500,31 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
     }
     let mean = times.iter().sum::<f64>() / times.len() as f64;
     let tokens: usize = rollouts.iter().map(|r| r.prompt_ids.len() + r.response_ids.len()).sum();
+    // The update's memory plan (what `train --dry-run` adds up) against the measured peak.
+    let n_resp: usize = rollouts.iter().map(|r| r.response_ids.len()).sum();
+    let shape = memory::TrainShape {
+        elt: 4,
+        master: false,
+        micro_batch: rollouts.len(),
+        seq_len: rollouts.iter().map(|r| r.prompt_ids.len() + r.response_ids.len()).max().unwrap_or(1),
+        head_chunk: (rlvr_decomp::rl::logprob::head_chunk_rows(policy.cfg.vocab_size) as usize).min(n_resp),
+        gen_rows: 0,
+        prompt_len: 0,
+        max_new: 0,
+        reference: false,
+        critic: false,
+        attention_probs: false,
+        world: 1,
+        zero1: false,
+        checkpointing: args.gradient_checkpointing,
+        bucket_elems: BUCKET_ELEMS as usize,
+    };
+    let plan = memory::update_plan(&policy.cfg, &shape);
+    let peak = peak_rss_bytes();
+    let measured = match (peak, start_rss) {
+        (Some(p), Some(s)) => Some(p.saturating_sub(s)),
+        _ => None,
+    };
     let json = serde_json::json!({
         "impl": "tch (rlvr-decomp rl::update)",
         "objective": args.objective,
@@ -477,7 +532,11 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
         "tokens": tokens,
         "threads": tch::get_num_threads(),
         "gradient_checkpointing": args.gradient_checkpointing,
-        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_rss_bytes": peak,
+        "start_rss_bytes": start_rss,
+        "plan_bytes": plan.total(),
+        "plan": plan.items.iter().map(|(k, v)| serde_json::json!({"what": k, "bytes": v})).collect::<Vec<_>>(),
+        "measured_over_plan": measured.map(|m| m as f64 / plan.total()),
         "seconds_per_update": mean,
         "update_seconds": times,
         "last": last,

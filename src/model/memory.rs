@@ -130,44 +130,91 @@ pub struct TrainShape {
     /// A frozen reference copy (GRPO/PPO with KL) and PPO's critic.
     pub reference: bool,
     pub critic: bool,
-    /// The attention keeps its [B, H, T, T] probabilities for the backward pass (the math SDPA
-    /// path; CUDA's flash / memory-efficient kernels keep O(T) instead).
+    /// The attention keeps its [B, H, T, T] probabilities for the backward pass (SDPA's math
+    /// path). libtorch 2.11 takes a fused kernel on CPU (flash attention, boolean masks included:
+    /// checked with autograd's node names) and on CUDA, which keep O(T); the trainer plans with
+    /// `false`.
     pub attention_probs: bool,
+    /// Data-parallel ranks (1: a single process).
+    pub world: usize,
+    /// ZeRO-1: f32 master weights and AdamW moments sharded over `world` ranks.
+    pub zero1: bool,
+    /// Per-layer gradient checkpointing: only each layer's input is kept, one layer is recomputed
+    /// at a time in the backward pass.
+    pub checkpointing: bool,
+    /// Elements per gradient-communication bucket (`rl::optim::BUCKET_ELEMS`; a bucket is never
+    /// smaller than the largest tensor).
+    pub bucket_elems: usize,
 }
 
-/// The big buffers of a training step on one device: parameters, gradients, master weights,
-/// AdamW state, reference and critic copies, activations of one micro-batch (kept for the
-/// backward pass; with [`TrainShape::attention_probs`] also the attention probabilities), one
-/// LM-head chunk, and the rollout KV cache preallocated for the longest response.
+/// Per token and layer, the tensors autograd keeps for the backward pass, in units of the hidden
+/// size C and the MLP width I (transformers-style block, counted from our `qwen.rs`): the two
+/// RMSNorms (input, f32 copy, normed: 3C each), q/k/v and their RoPE'd copies, keys and values
+/// repeated to every head, the attention output (≈ 6C), the o-projection input (C), and the MLP's
+/// gate, SiLU, up and product (4I).
+fn saved_per_token_layer(cfg: &Config) -> f64 {
+    14.0 * cfg.hidden_size as f64 + 4.0 * cfg.intermediate_size as f64
+}
+
+/// The update step alone (what `bench-train` measures): parameters, gradients, master weights,
+/// AdamW state, data-parallel buffers, the activations kept for the backward pass of one
+/// micro-batch, and the LM head's live chunk.
+pub fn update_plan(cfg: &Config, s: &TrainShape) -> Plan {
+    let p = parameter_count(cfg);
+    let elt = s.elt as f64;
+    let w = s.world.max(1) as f64;
+    let shard = if s.zero1 { w } else { 1.0 };
+    let mut plan = Plan::default();
+    plan.add("policy parameters", p * elt);
+    plan.add("gradients", p * elt);
+    if s.master || s.zero1 {
+        // ZeRO-1 keeps an f32 master shard even for f32 parameters.
+        plan.add(if s.zero1 { "f32 master weights (ZeRO-1 shard)" } else { "f32 master weights" }, p * 4.0 / shard);
+    }
+    plan.add(if s.zero1 { "AdamW state (f32 m, v; ZeRO-1 shard)" } else { "AdamW state (f32 m, v)" }, p * 8.0 / shard);
+    if s.world > 1 {
+        let largest = (cfg.vocab_size * cfg.hidden_size).max(cfg.hidden_size * cfg.intermediate_size) as f64;
+        let bucket = (s.bucket_elems as f64).max(largest);
+        // One f32 bucket in flight (and, ZeRO-1, its gathered weights plus the reduced shards).
+        let mut comm = bucket * 4.0;
+        if s.zero1 {
+            comm += bucket * elt + p * 4.0 / w;
+        }
+        plan.add("data-parallel buckets (f32 gradients in flight)", comm);
+    }
+    let (b, t) = (s.micro_batch as f64, s.seq_len as f64);
+    let (c, l, h) = (cfg.hidden_size as f64, cfg.num_hidden_layers as f64, cfg.num_attention_heads as f64);
+    let layer = b * t * saved_per_token_layer(cfg) * elt;
+    let probs = if s.attention_probs { b * h * t * t * elt } else { 0.0 };
+    if s.checkpointing {
+        plan.add("layer inputs kept by checkpointing", l * b * t * c * elt);
+        plan.add("one layer recomputed for its backward", layer + probs);
+    } else {
+        plan.add("activations of one micro-batch", l * layer);
+        if s.attention_probs {
+            plan.add("attention probabilities of one micro-batch", l * probs);
+        }
+    }
+    // Live at once for one chunk: f32 logits, log-softmax, its exp, their product and the
+    // gradient of the logits.
+    plan.add("LM-head chunk (f32 logits, log-softmax, exp, grad)", s.head_chunk as f64 * cfg.vocab_size as f64 * 4.0 * 5.0);
+    plan
+}
+
+/// The big buffers of a training step on one device: [`update_plan`], plus the reference and
+/// critic copies and the rollout KV cache preallocated for the longest response.
 pub fn training_plan(cfg: &Config, s: &TrainShape) -> Plan {
     let p = parameter_count(cfg);
     let elt = s.elt as f64;
-    let mut plan = Plan::default();
-    let per_copy_train = p * (2.0 * elt + if s.master { 4.0 } else { 0.0 } + 8.0);
-    plan.add("policy parameters", p * elt);
-    plan.add("gradients", p * elt);
-    if s.master {
-        plan.add("f32 master weights", p * 4.0);
-    }
-    plan.add("AdamW state (f32 m, v)", p * 8.0);
+    let mut plan = update_plan(cfg, s);
     if s.reference {
         plan.add("reference policy", p * elt);
     }
     if s.critic {
-        plan.add("critic (parameters, gradients, master, AdamW)", per_copy_train);
+        let shard = if s.zero1 { s.world.max(1) as f64 } else { 1.0 };
+        let master = if s.master || s.zero1 { 4.0 / shard } else { 0.0 };
+        plan.add("critic (parameters, gradients, master, AdamW)", p * (2.0 * elt + master + 8.0 / shard));
     }
-    let (b, t) = (s.micro_batch as f64, s.seq_len as f64);
-    let (c, i, l, h) = (
-        cfg.hidden_size as f64,
-        cfg.intermediate_size as f64,
-        cfg.num_hidden_layers as f64,
-        cfg.num_attention_heads as f64,
-    );
-    plan.add("activations of one micro-batch", l * b * t * (8.0 * c + 4.0 * i) * elt);
-    if s.attention_probs {
-        plan.add("attention probabilities of one micro-batch", l * b * h * t * t * elt);
-    }
-    plan.add("LM-head chunk (f32 logits, log-softmax, grad)", s.head_chunk as f64 * cfg.vocab_size as f64 * 4.0 * 3.0);
     let g = generation_plan(&GenShape::from_config(cfg, s.elt), s.gen_rows, s.prompt_len, s.max_new);
     plan.add("rollout KV cache + prefill + logits", g.total());
     plan

@@ -256,10 +256,19 @@ impl AdamW {
                     g.defined().then_some(g)
                 })?; // [padded] f32
                 d.pg.all_reduce(&[&flat], ReduceOp::Sum).map_err(dist_err)?;
+                // The sums (taken in f32) go back into each gradient in place, so only one f32
+                // bucket is alive at a time; a parameter without a gradient keeps its f32 slice.
                 let mut off = 0;
                 for i in range {
                     let n = self.params[i].numel() as i64;
-                    out[i] = Some(flat.narrow(0, off, n).view(self.params[i].size().as_slice()));
+                    let sum = flat.narrow(0, off, n).view(self.params[i].size().as_slice());
+                    let mut g = self.params[i].grad();
+                    out[i] = Some(if g.defined() {
+                        let _ = g.f_copy_(&sum)?;
+                        g
+                    } else {
+                        sum.copy()
+                    });
                     off += n;
                 }
             }
