@@ -53,7 +53,12 @@ fn build_c10d_shim(libtorch_lib: &Path, cuda: bool) {
         // (nvidia-cuda-crt: crt/host_config.h; nvidia-cuda-cccl: nv/target), which `make build-cuda`
         // installs.
         let nvidia: PathBuf = torch.parent().expect("site-packages").join("nvidia");
-        for need in ["cu13/include/cuda_runtime_api.h", "cu13/include/crt/host_config.h", "cu13/include/nv/target", "nccl/include/nccl.h"] {
+        for need in [
+            "cu13/include/cuda_runtime_api.h",
+            "cu13/include/crt/host_config.h",
+            "cu13/include/nv/target",
+            "nccl/include/nccl.h",
+        ] {
             if !nvidia.join(need).exists() {
                 panic!(
                     "the cuda feature compiles the NCCL backend against the CUDA headers, and {} is missing: \

@@ -160,21 +160,21 @@ def main():
     # (glibc keeps freed arenas across iterations); the memory plan of `train --dry-run` for the
     # same shapes beside it (measured = peak - RSS before the model was loaded).
     ckpt = {}
-    for on in (False, True):
-        cmd = [a.bin, "bench-train", "--model", model_dir, "--rollouts", rollouts, "--iters", "1",
-               "--warmup", "0", "--threads", str(a.threads)] + (["--gradient-checkpointing"] if on else [])
-        # A fixed mmap threshold turns off glibc's dynamic one, which otherwise lets freed large
-        # blocks stay in the heap and makes the peak RSS of the same run vary by ~15%.
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
-        v = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
-        ckpt["on" if on else "off"] = {k: v[k] for k in ("seconds_per_update", "peak_rss_bytes", "start_rss_bytes",
-                                                        "plan_bytes", "measured_over_plan")}
-    ckpt["time_ratio_on_off"] = ckpt["on"]["seconds_per_update"] / ckpt["off"]["seconds_per_update"]
-    ckpt["peak_rss_ratio_on_off"] = ckpt["on"]["peak_rss_bytes"] / ckpt["off"]["peak_rss_bytes"]
-    print(f"gradient checkpointing: {ckpt['time_ratio_on_off']:.2f}x time, peak RSS "
-          f"{ckpt['off']['peak_rss_bytes'] / 1e6:.0f} MB -> {ckpt['on']['peak_rss_bytes'] / 1e6:.0f} MB; "
-          f"measured/plan {ckpt['off']['measured_over_plan']:.3f} (off), {ckpt['on']['measured_over_plan']:.3f} (on)",
-          flush=True)
+    for dtype in ("f32", "bf16"):
+        for on in (False, True):
+            cmd = [a.bin, "bench-train", "--model", model_dir, "--rollouts", rollouts, "--iters", "1",
+                   "--warmup", "0", "--threads", str(a.threads), "--dtype", dtype] + (["--gradient-checkpointing"] if on else [])
+            # A fixed mmap threshold turns off glibc's dynamic one, which otherwise lets freed large
+            # blocks stay in the heap and makes the peak RSS of the same run vary by ~15%.
+            env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072")
+            v = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout)
+            key = f"{dtype}_{'on' if on else 'off'}"
+            ckpt[key] = {k: v[k] for k in ("seconds_per_update", "peak_rss_bytes", "start_rss_bytes", "plan_bytes",
+                                           "measured_over_plan")}
+            print(f"{dtype} checkpointing {'on ' if on else 'off'}: {v['seconds_per_update']:.2f} s, peak RSS "
+                  f"{v['peak_rss_bytes'] / 1e6:.0f} MB, measured/plan {v['measured_over_plan']:.3f}", flush=True)
+        ckpt[f"{dtype}_time_ratio_on_off"] = ckpt[f"{dtype}_on"]["seconds_per_update"] / ckpt[f"{dtype}_off"]["seconds_per_update"]
+        ckpt[f"{dtype}_peak_rss_ratio_on_off"] = ckpt[f"{dtype}_on"]["peak_rss_bytes"] / ckpt[f"{dtype}_off"]["peak_rss_bytes"]
     res = {
         "what": "one RL update (old log-probs + forward + W-REINFORCE loss + backward + AdamW) on a fixed rollout batch",
         "model": {"arch": "Qwen2ForCausalLM (random)", "hidden": a.hidden, "intermediate": a.intermediate,

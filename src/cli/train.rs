@@ -441,6 +441,12 @@ pub struct BenchTrainArgs {
     /// Recompute each decoder layer in the backward pass (per-layer gradient checkpointing).
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Device (cpu, cuda, cuda:N) and parameter dtype (f32; bf16 computes in bf16 with f32 master
+    /// weights and AdamW state).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
     /// Output JSON (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -472,7 +478,10 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
     }
     let rollouts = rollout::read_jsonl(&args.rollouts)?;
     let start_rss = current_rss_bytes();
-    let mut policy = model::load_model(&args.model, tch::Device::Cpu, DType::F32)?;
+    let device = model::parse_device(&args.device)?;
+    let dtype: DType = args.dtype.parse()?;
+    model::check_dtype_device(dtype, device)?;
+    let mut policy = model::load_model(&args.model, device, dtype)?;
     policy.model.gradient_checkpointing = args.gradient_checkpointing;
     rollout::check_vocab(&rollouts, policy.cfg.vocab_size)?;
     let objective = ObjectiveConfig::paper(args.objective);
@@ -488,10 +497,20 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
     };
     let mut times = vec![];
     let mut last = None;
+    let cuda_index = match device {
+        tch::Device::Cuda(i) => Some(i),
+        _ => None,
+    };
     for i in 0..args.warmup + args.iters {
+        if let (Some(d), true) = (cuda_index, i == args.warmup) {
+            dist::cuda_memory_peaks(d, true)?; // the timed iterations' own peak
+        }
         let t0 = std::time::Instant::now();
         let mut learner = Learner { policy: &policy, opt: &mut opt, reference: None, critic: None, pad: 0, dist: None };
         let s = update::update(&mut learner, &rollouts, &cfg)?;
+        if device.is_cuda() {
+            tch::Cuda::synchronize(cuda_index.unwrap_or(0) as i64);
+        }
         let dt = t0.elapsed().as_secs_f64();
         if i >= args.warmup {
             times.push(dt);
@@ -503,8 +522,8 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
     // The update's memory plan (what `train --dry-run` adds up) against the measured peak.
     let n_resp: usize = rollouts.iter().map(|r| r.response_ids.len()).sum();
     let shape = memory::TrainShape {
-        elt: 4,
-        master: false,
+        elt: dtype.kind().elt_size_in_bytes(),
+        master: dtype != DType::F32,
         micro_batch: rollouts.len(),
         seq_len: rollouts.iter().map(|r| r.prompt_ids.len() + r.response_ids.len()).max().unwrap_or(1),
         head_chunk: (rlvr_decomp::rl::logprob::head_chunk_rows(policy.cfg.vocab_size) as usize).min(n_resp),
@@ -521,8 +540,13 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
     };
     let plan = memory::update_plan(&policy.cfg, &shape);
     let peak = peak_rss_bytes();
-    let measured = match (peak, start_rss) {
-        (Some(p), Some(s)) => Some(p.saturating_sub(s)),
+    let cuda_peaks = match cuda_index {
+        Some(d) => Some(dist::cuda_memory_peaks(d, false)?),
+        None => None,
+    };
+    let measured = match (cuda_peaks, peak, start_rss) {
+        (Some((allocated, _)), _, _) => Some(allocated),
+        (None, Some(p), Some(s)) => Some(p.saturating_sub(s)),
         _ => None,
     };
     let json = serde_json::json!({
@@ -532,7 +556,12 @@ pub fn run_bench_train(args: BenchTrainArgs) -> Result<()> {
         "tokens": tokens,
         "threads": tch::get_num_threads(),
         "gradient_checkpointing": args.gradient_checkpointing,
+        "device": args.device,
+        "dtype": dtype.to_string(),
         "peak_rss_bytes": peak,
+        "cuda_peak_allocated_bytes": cuda_peaks.map(|p| p.0),
+        "cuda_peak_reserved_bytes": cuda_peaks.map(|p| p.1),
+        "tokens_per_s": tokens as f64 / mean,
         "start_rss_bytes": start_rss,
         "plan_bytes": plan.total(),
         "plan": plan.items.iter().map(|(k, v)| serde_json::json!({"what": k, "bytes": v})).collect::<Vec<_>>(),

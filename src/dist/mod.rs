@@ -229,6 +229,7 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn rlvr_c10d_barrier(g: *mut c_void, err: *mut *mut c_char) -> c_int;
+        pub fn rlvr_cuda_memory_peaks(device: c_int, out: *mut i64, reset: c_int, err: *mut *mut c_char) -> c_int;
     }
 }
 
@@ -494,6 +495,19 @@ pub fn broadcast_named(pg: &ProcessGroup, vars: &[(String, Tensor)]) -> Result<(
 /// The default collective timeout (`RLVR_DIST_TIMEOUT_S` overrides): long enough for a
 /// paper-scale rollout phase between two collectives.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Peak (allocated, reserved) bytes of libtorch's CUDA caching allocator on `device` since the
+/// last reset (`reset` starts a new window). An error in builds without the `cuda` feature.
+pub fn cuda_memory_peaks(device: usize, reset: bool) -> Result<(u64, u64)> {
+    let mut out = [0i64; 2];
+    let mut err = std::ptr::null_mut();
+    // SAFETY: out has room for the two values.
+    let rc = unsafe { ffi::rlvr_cuda_memory_peaks(device as c_int, out.as_mut_ptr(), reset as c_int, &mut err) };
+    if rc != 0 {
+        return Err(DistError::Launch(take_err(err)));
+    }
+    Ok((out[0] as u64, out[1] as u64))
+}
 
 /// The timeout for collectives: `RLVR_DIST_TIMEOUT_S` when set, else `default`.
 pub fn timeout_from_env(default: Duration) -> Result<Duration> {

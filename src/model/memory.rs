@@ -197,7 +197,10 @@ pub fn update_plan(cfg: &Config, s: &TrainShape) -> Plan {
     }
     // Live at once for one chunk: f32 logits, log-softmax, its exp, their product and the
     // gradient of the logits.
-    plan.add("LM-head chunk (f32 logits, log-softmax, exp, grad)", s.head_chunk as f64 * cfg.vocab_size as f64 * 4.0 * 5.0);
+    plan.add(
+        "LM-head chunk (f32 logits, log-softmax, exp, grad)",
+        s.head_chunk as f64 * cfg.vocab_size as f64 * 4.0 * 5.0,
+    );
     plan
 }
 

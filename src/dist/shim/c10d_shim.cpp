@@ -11,6 +11,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef RLVR_WITH_NCCL
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -179,6 +180,28 @@ int rlvr_c10d_barrier(void* gp, char** err) {
     o.timeout = g->timeout;
     wait(g, g->backend->barrier(o));
   });
+}
+
+// CUDA caching-allocator statistics of `device` (what torch.cuda.max_memory_allocated reports):
+// out[0] peak allocated bytes, out[1] peak reserved bytes since the last reset. Returns -1 in a
+// build without CUDA.
+int rlvr_cuda_memory_peaks(int device, int64_t* out, int reset, char** err) {
+#ifdef RLVR_WITH_NCCL
+  return guarded(err, [&] {
+    auto idx = static_cast<c10::DeviceIndex>(device);
+    auto st = c10::cuda::CUDACachingAllocator::getDeviceStats(idx);
+    auto agg = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+    out[0] = st.allocated_bytes[agg].peak;
+    out[1] = st.reserved_bytes[agg].peak;
+    if (reset != 0) c10::cuda::CUDACachingAllocator::resetPeakStats(idx);
+  });
+#else
+  (void)device;
+  (void)out;
+  (void)reset;
+  *err = dup("this build has no CUDA (build with --features cuda)");
+  return -1;
+#endif
 }
 
 } // extern "C"
