@@ -270,13 +270,18 @@ pub fn run_train_step(args: TrainStepArgs) -> Result<()> {
     };
     let stats = update::update(&mut learner, &rollouts, &cfg)?;
     if let Some(pg) = &pg {
-        // Every rank holds the same weights now; rank 0 writes them.
+        // Every rank holds the same weights now; rank 0 writes them (and every rank learns whether
+        // that worked).
         if pg.rank() != 0 {
-            pg.barrier()?;
+            dist::agree(pg, "writing the updated model", Ok::<(), String>(())).map_err(anyhow::Error::msg)?;
             return Ok(());
         }
     }
-    policy.save(&args.out, &Default::default())?;
+    let saved = policy.save(&args.out, &Default::default()).map_err(|e| e.to_string());
+    if let Some(pg) = &pg {
+        dist::agree(pg, "writing the updated model", saved.clone()).map_err(anyhow::Error::msg)?;
+    }
+    saved.map_err(anyhow::Error::msg)?;
     let json = serde_json::json!({
         "objective": cfg.objective,
         "optim": optim,
@@ -296,9 +301,6 @@ pub fn run_train_step(args: TrainStepArgs) -> Result<()> {
     });
     super::write_json_atomic(&args.out.join("step.json"), &json)?;
     println!("{}", serde_json::to_string_pretty(&json)?);
-    if let Some(pg) = &pg {
-        pg.barrier()?;
-    }
     Ok(())
 }
 

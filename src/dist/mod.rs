@@ -5,13 +5,18 @@
 //!
 //! * [`Launch`] — rank, world size and rendezvous address from the environment that `torchrun`
 //!   (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, and its agent's store) or
-//!   Slurm's `srun` (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`; `MASTER_ADDR` exported by the
-//!   batch script) sets.
+//!   a Slurm `srun` step (`SLURM_PROCID`, `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID`; `MASTER_ADDR`
+//!   exported by the batch script) sets. The batch script itself is a step of one task, so a plain
+//!   run inside an allocation stays a single process.
 //! * [`ProcessGroup`] — all-reduce, broadcast, all-gather, reduce-scatter and barrier on tch
-//!   tensors. Every call is bounded by the group's timeout; a peer that died or a timeout is a
-//!   one-line [`DistError::Collective`], never a hang or an abort.
+//!   tensors. Every call is bounded by the group's timeout. With Gloo a peer that died or a timeout
+//!   is a one-line [`DistError::Collective`]; with NCCL a timeout is caught by c10d's watchdog,
+//!   which by default aborts the process (after logging the collective), as in PyTorch.
+//! * [`agree`] — turns an error on some ranks into an error on every rank (no rank waits for a
+//!   peer that gave up).
 //!
-//! What the trainer builds on top (gradient buckets, ZeRO-1) lives in [`crate::rl::dp`].
+//! What the trainer builds on top (gradient buckets, ZeRO-1) lives in [`crate::rl::optim`] and
+//! [`crate::rl::update`].
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::time::Duration;
@@ -88,18 +93,19 @@ impl Launch {
                 msg: format!("WORLD_SIZE={world} is set but RANK is not"),
             })?;
             let rank: usize = parse_num("RANK", &rank)?;
+            // Without LOCAL_RANK (a launch by hand) every rank is assumed to be on one node.
             let local = match get("LOCAL_RANK") {
                 Some(l) => parse_num("LOCAL_RANK", &l)?,
                 None => rank,
             };
             let l = if get("TORCHELASTIC_RUN_ID").is_some() { Launcher::Torchrun } else { Launcher::Env };
             (l, rank, world, local)
-        } else if let Some(w) = get("SLURM_NTASKS") {
-            let world: usize = parse_num("SLURM_NTASKS", &w)?;
+        } else if let Some(w) = get("SLURM_STEP_NUM_TASKS") {
+            let world: usize = parse_num("SLURM_STEP_NUM_TASKS", &w)?;
             let rank = get("SLURM_PROCID").ok_or_else(|| DistError::Env {
                 var: "SLURM_PROCID",
                 value: String::new(),
-                msg: "SLURM_NTASKS is set but SLURM_PROCID is not (run under srun)".into(),
+                msg: "SLURM_STEP_NUM_TASKS is set but SLURM_PROCID is not (run under srun)".into(),
             })?;
             let rank: usize = parse_num("SLURM_PROCID", &rank)?;
             let local = match get("SLURM_LOCALID") {
@@ -205,6 +211,7 @@ mod ffi {
             is_server: c_int,
             prefix: *const c_char,
             timeout_ms: i64,
+            cuda_device: c_int,
             err: *mut *mut c_char,
         ) -> *mut c_void;
         pub fn rlvr_c10d_free(g: *mut c_void);
@@ -279,6 +286,7 @@ impl std::fmt::Debug for ProcessGroup {
 
 impl ProcessGroup {
     /// Joins the group `launch` describes (blocks until every rank has joined or `timeout`).
+    /// NCCL groups bind to `cuda:local_rank` (see [`join_from_env`] for the device choice).
     pub fn init(launch: &Launch, backend: Backend, timeout: Duration) -> Result<ProcessGroup> {
         let c = |s: &str| CString::new(s).map_err(|_| DistError::Launch(format!("NUL byte in {s:?}")));
         let (b, host, prefix) = (c(backend.name())?, c(&launch.master_addr)?, c(&launch.prefix)?);
@@ -295,6 +303,7 @@ impl ProcessGroup {
                 is_server as c_int,
                 prefix.as_ptr(),
                 timeout.as_millis().min(i64::MAX as u128) as i64,
+                launch.local_rank as c_int,
                 &mut err,
             )
         };
@@ -461,9 +470,15 @@ impl ProcessGroup {
 /// what the config asks for; a CUDA device becomes `cuda:LOCAL_RANK` (one GPU per process) with
 /// NCCL, the CPU uses Gloo. Returns the group and the device this rank computes on.
 pub fn join_from_env(device: tch::Device, timeout: Duration) -> Result<Option<(ProcessGroup, tch::Device)>> {
-    let Some(launch) = Launch::from_env()? else { return Ok(None) };
+    let Some(mut launch) = Launch::from_env()? else { return Ok(None) };
     let device = match device {
-        tch::Device::Cuda(_) => tch::Device::Cuda(launch.local_rank),
+        tch::Device::Cuda(_) => {
+            // One GPU per process: cuda:LOCAL_RANK, or the GPU this task was given when the
+            // scheduler shows it only its own (Slurm --gpus-per-task, CUDA_VISIBLE_DEVICES).
+            let n = tch::Cuda::device_count().max(1) as usize;
+            launch.local_rank %= n;
+            tch::Device::Cuda(launch.local_rank)
+        }
         d => d,
     };
     let pg = ProcessGroup::init(&launch, Backend::for_device(device), timeout)?;
@@ -477,6 +492,33 @@ pub fn join_from_env(device: tch::Device, timeout: Duration) -> Result<Option<(P
         launch.master_port
     );
     Ok(Some((pg, device)))
+}
+
+/// Every rank learns whether any rank failed: `res` comes back unchanged where it failed, and as
+/// an error naming the failed ranks' count elsewhere (one small all-reduce; call it on every rank
+/// at the same point, after work that only some ranks do, such as rank 0's file I/O).
+pub fn agree<T, E: std::fmt::Display>(
+    pg: &ProcessGroup,
+    what: &str,
+    res: std::result::Result<T, E>,
+) -> std::result::Result<T, String> {
+    let mut failed = [if res.is_err() { 1.0 } else { 0.0 }];
+    if let Err(e) = pg.all_reduce_f64(&mut failed, ReduceOp::Sum) {
+        return Err(match res {
+            Err(own) => own.to_string(),
+            Ok(_) => e.to_string(),
+        });
+    }
+    match res {
+        Err(e) => Err(e.to_string()),
+        Ok(v) if failed[0] == 0.0 => Ok(v),
+        Ok(_) => Err(format!(
+            "{what} failed on {} of {} ranks (their logs say why); stopping rank {} too",
+            failed[0] as usize,
+            pg.world(),
+            pg.rank()
+        )),
+    }
 }
 
 /// Makes every rank's tensors equal to rank 0's (the initial weights), in a fixed (name) order.
@@ -559,12 +601,23 @@ mod tests {
 
     #[test]
     fn slurm_environment_and_errors() {
-        let l = launch(&[("SLURM_PROCID", "3"), ("SLURM_NTASKS", "8"), ("SLURM_LOCALID", "3"), ("MASTER_ADDR", "n1")])
-            .unwrap()
-            .unwrap();
+        let l = launch(&[
+            ("SLURM_PROCID", "3"),
+            ("SLURM_NTASKS", "8"),
+            ("SLURM_STEP_NUM_TASKS", "8"),
+            ("SLURM_LOCALID", "3"),
+            ("MASTER_ADDR", "n1"),
+        ])
+        .unwrap()
+        .unwrap();
         assert_eq!((l.rank, l.world, l.local_rank, l.master_port, l.agent_store), (3, 8, 3, 29500, false));
         assert_eq!(l.launcher, Launcher::Slurm);
-        let e = launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")]).unwrap_err().to_string();
+        // The batch script of an 8-task allocation is a step of one task: a single process.
+        assert!(launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8"), ("SLURM_STEP_NUM_TASKS", "1")])
+            .unwrap()
+            .is_none());
+        assert!(launch(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "8")]).unwrap().is_none());
+        let e = launch(&[("SLURM_PROCID", "0"), ("SLURM_STEP_NUM_TASKS", "2")]).unwrap_err().to_string();
         assert!(e.contains("scontrol show hostnames"), "{e}");
         assert!(launch(&[]).unwrap().is_none());
         assert!(launch(&[("RANK", "0"), ("WORLD_SIZE", "1")]).unwrap().is_none());

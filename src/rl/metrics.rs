@@ -145,6 +145,11 @@ impl Log {
     /// Keeps the rows with `step <= last` (a resume rewinds the log to its checkpoint), durably.
     /// Kept lines are copied byte for byte (never re-serialized).
     pub fn truncate_to(&self, last: usize) -> Result<()> {
+        self.keep_before(last + 1)
+    }
+
+    /// Keeps the rows with `step < bound` (0: none), durably.
+    pub fn keep_before(&self, bound: usize) -> Result<()> {
         let text = match std::fs::read_to_string(&self.jsonl) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -155,7 +160,7 @@ impl Log {
             let step = serde_json::from_str::<serde_json::Value>(line)
                 .ok()
                 .and_then(|r| r.get("step").and_then(|s| s.as_u64()));
-            if step.is_some_and(|s| s as usize <= last) {
+            if step.is_some_and(|s| (s as usize) < bound) {
                 kept.push_str(line);
                 kept.push('\n');
             }

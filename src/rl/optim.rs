@@ -117,8 +117,9 @@ pub struct AdamW {
     dist: Option<DistState>,
 }
 
-/// Parameters grouped into communication buckets (whole parameters, in name order, closed once a
-/// bucket reaches `bucket_elems`): one collective per bucket instead of one per tensor.
+/// Parameters grouped into communication buckets (whole parameters, in name order, at most
+/// `bucket_elems` elements unless one tensor alone is larger, which then has a bucket of its own):
+/// one collective per bucket instead of one per tensor.
 #[derive(Debug, Clone)]
 struct Bucket {
     /// Indices into `params`.
@@ -183,16 +184,28 @@ impl AdamW {
     ) -> Result<AdamW> {
         let mut vars = vars;
         vars.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some((n, t)) = vars.iter().find(|(_, t)| t.kind() != vars[0].1.kind()) {
+            return Err(RlError::Config(format!(
+                "data-parallel AdamW needs one parameter dtype: {n} is {:?}, {} is {:?}",
+                t.kind(),
+                vars[0].0,
+                vars[0].1.kind()
+            )));
+        }
         let world = pg.world() as i64;
+        let cap = bucket_elems.max(1);
         let mut buckets = vec![];
         let (mut start, mut numel) = (0usize, 0i64);
         for (i, (_, t)) in vars.iter().enumerate() {
-            numel += t.numel() as i64;
-            if numel >= bucket_elems.max(1) || i + 1 == vars.len() {
-                let padded = (numel + world - 1) / world * world;
-                buckets.push(Bucket { params: start..i + 1, numel, padded });
-                (start, numel) = (i + 1, 0);
+            let n = t.numel() as i64;
+            if numel > 0 && numel + n > cap {
+                buckets.push(Bucket { params: start..i, numel, padded: (numel + world - 1) / world * world });
+                (start, numel) = (i, 0);
             }
+            numel += n;
+        }
+        if numel > 0 {
+            buckets.push(Bucket { params: start..vars.len(), numel, padded: (numel + world - 1) / world * world });
         }
         if !zero1 {
             let mut opt = AdamW::new(vars, cfg)?;
@@ -229,6 +242,19 @@ impl AdamW {
         self.dist.as_ref().is_some_and(|d| d.zero1.is_some())
     }
 
+    /// Whether gradients are reduced over a process group ([`AdamW::distributed`]).
+    pub fn is_distributed(&self) -> bool {
+        self.dist.is_some()
+    }
+
+    /// Which parameters have a gradient on at least one rank (one small all-reduce): the others
+    /// are left alone by the step, as a single process leaves a parameter without a gradient.
+    fn graded_anywhere(&self, d: &DistState) -> Result<Vec<bool>> {
+        let mut flags: Vec<f64> = self.params.iter().map(|p| p.grad().defined() as u8 as f64).collect();
+        d.pg.all_reduce_f64(&mut flags, ReduceOp::Max).map_err(dist_err)?;
+        Ok(flags.into_iter().map(|f| f > 0.0).collect())
+    }
+
     pub fn zero_grad(&mut self) {
         for p in &mut self.params {
             p.zero_grad();
@@ -247,10 +273,14 @@ impl AdamW {
             })
             .collect();
         let Some(d) = &self.dist else { return Ok(own) };
+        let graded = self.graded_anywhere(d)?;
         let mut out: Vec<Option<Tensor>> = (0..self.params.len()).map(|_| None).collect();
         tch::no_grad(|| -> Result<()> {
             for b in &d.buckets {
                 let range = b.params.clone();
+                if !range.clone().any(|i| graded[i]) {
+                    continue; // no rank has a gradient for any of these (decided the same everywhere)
+                }
                 let flat = flatten(&self.params[range.clone()], b.padded, |p| {
                     let g = p.grad();
                     g.defined().then_some(g)
@@ -263,12 +293,14 @@ impl AdamW {
                     let n = self.params[i].numel() as i64;
                     let sum = flat.narrow(0, off, n).view(self.params[i].size().as_slice());
                     let mut g = self.params[i].grad();
-                    out[i] = Some(if g.defined() {
+                    out[i] = if !graded[i] {
+                        None
+                    } else if g.defined() {
                         let _ = g.f_copy_(&sum)?;
-                        g
+                        Some(g)
                     } else {
-                        sum.copy()
-                    });
+                        Some(sum.copy())
+                    };
                     off += n;
                 }
             }
@@ -342,6 +374,27 @@ impl AdamW {
     fn step_zero1(&mut self) -> Result<StepStats> {
         let d = self.dist.as_ref().expect("sharded implies distributed");
         let world = d.pg.world() as i64;
+        let graded = self.graded_anywhere(d)?;
+        // Per bucket: None when every parameter has a gradient somewhere, else this rank's shard
+        // of a mask (true = update) so parameters without one keep their weights and moments.
+        let mut masks: Vec<Option<Tensor>> = vec![];
+        for b in &d.buckets {
+            if b.params.clone().all(|i| graded[i]) {
+                masks.push(None);
+                continue;
+            }
+            let dev = self.params[b.params.start].device();
+            let mut parts: Vec<Tensor> = b
+                .params
+                .clone()
+                .map(|i| Tensor::full([self.params[i].numel() as i64], graded[i] as u8 as i64, (Kind::Bool, dev)))
+                .collect();
+            if b.padded > b.numel {
+                parts.push(Tensor::zeros([b.padded - b.numel], (Kind::Bool, dev)));
+            }
+            let sh = b.shard(world);
+            masks.push(Some(Tensor::cat(&parts, 0).narrow(0, d.pg.rank() as i64 * sh, sh).copy()));
+        }
         let shards: Vec<Tensor> = tch::no_grad(|| -> Result<Vec<Tensor>> {
             let mut v = vec![];
             for b in &d.buckets {
@@ -369,6 +422,8 @@ impl AdamW {
         let z = d.zero1.as_mut().expect("sharded");
         tch::no_grad(|| -> Result<()> {
             for (k, b) in d.buckets.iter().enumerate() {
+                let before =
+                    masks[k].as_ref().map(|_| (z.master[k].copy(), z.exp_avg[k].copy(), z.exp_avg_sq[k].copy()));
                 adamw_update(
                     z.master[k].shallow_clone(),
                     &mut z.exp_avg[k],
@@ -377,6 +432,12 @@ impl AdamW {
                     scale,
                     &h,
                 )?;
+                if let (Some(mask), Some((w0, m0, v0))) = (&masks[k], before) {
+                    for (t, old) in [(&mut z.master[k], w0), (&mut z.exp_avg[k], m0), (&mut z.exp_avg_sq[k], v0)] {
+                        let kept = t.where_self(mask, &old);
+                        let _ = t.f_copy_(&kept)?;
+                    }
+                }
                 // All-gather the updated shard in the parameters' dtype and copy it back.
                 let kind = self.params[b.params.start].kind();
                 let local = z.master[k].to_kind(kind); // [shard]
@@ -529,18 +590,17 @@ fn norm_of(grads: &[Option<Tensor>]) -> Result<f64> {
 /// vector and zero-padded to `padded` elements.
 fn flatten(params: &[Tensor], padded: i64, pick: impl Fn(&Tensor) -> Option<Tensor>) -> Result<Tensor> {
     let dev = params.first().map(|p| p.device()).unwrap_or(tch::Device::Cpu);
-    let mut parts: Vec<Tensor> = params
-        .iter()
-        .map(|p| match pick(p) {
-            Some(t) => t.to_kind(Kind::Float).reshape([-1]),
-            None => Tensor::zeros([p.numel() as i64], (Kind::Float, dev)),
-        })
-        .collect();
-    let numel: i64 = params.iter().map(|p| p.numel() as i64).sum();
-    if padded > numel {
-        parts.push(Tensor::zeros([padded - numel], (Kind::Float, dev)));
+    // One buffer, filled in place (no second copy of the bucket while concatenating).
+    let flat = Tensor::zeros([padded], (Kind::Float, dev));
+    let mut off = 0;
+    for p in params {
+        let n = p.numel() as i64;
+        if let Some(t) = pick(p) {
+            let _ = flat.narrow(0, off, n).f_copy_(&t.reshape([-1]))?;
+        }
+        off += n;
     }
-    Ok(Tensor::cat(&parts, 0))
+    Ok(flat)
 }
 
 fn dist_err(e: crate::dist::DistError) -> RlError {

@@ -185,13 +185,16 @@ pub fn train(
         settings["world_size"] = world.into();
     }
     // Held for the whole run by rank 0 (the folder lives on storage every rank shares): the lock,
-    // and the settings check. The other ranks wait for it; if it fails, rank 0 exits and their
-    // barrier fails.
-    let _run = if lead { Some(RunDir::open(run_dir, &settings, LAYOUT)?) } else { None };
+    // the settings check and the newest checkpoint, which rank 0 alone reads and hands to the others
+    // (so every rank resumes from the same step, whatever their file caches show).
     let ckpts = run_dir.join(CHECKPOINTS);
     let metrics = Log::new(run_dir, METRICS_JSONL, METRICS_PARQUET);
     let evals = Log::new(run_dir, EVAL_JSONL, EVAL_PARQUET);
-    if lead {
+    let setup = || -> Result<(Option<RunDir>, Option<Latest>)> {
+        if !lead {
+            return Ok((None, None));
+        }
+        let run = RunDir::open(run_dir, &settings, LAYOUT)?;
         let latest = read_latest(&ckpts)?;
         if !resume && (latest.is_some() || !metrics.rows()?.is_empty()) {
             return Err(RlError::Config(format!(
@@ -200,11 +203,19 @@ pub fn train(
             )));
         }
         crate::durable::write(&run_dir.join(CONFIG_FILE), cfg.to_toml().as_bytes()).map_err(io_err(run_dir))?;
-    }
-    if let Some(pg) = &pg {
-        pg.barrier().map_err(dist_err)?;
-    }
-    let latest = read_latest(&ckpts)?;
+        Ok((Some(run), latest))
+    };
+    let (_run, latest) = match &pg {
+        None => setup()?,
+        Some(pg) => {
+            let (run, latest) = dist::agree(pg, "setting up the run folder", setup()).map_err(RlError::Dist)?;
+            let bytes = serde_json::to_vec(&latest).expect("serializable");
+            let all = pg.all_gather_bytes(&bytes).map_err(dist_err)?;
+            let latest: Option<Latest> = serde_json::from_slice(&all[0])
+                .map_err(|e| RlError::Dist(format!("rank 0's checkpoint pointer: {e}")))?;
+            (run, latest)
+        }
+    };
 
     let trainable = |lm: &LoadedModel| lm.vs.variables().into_iter().collect::<Vec<_>>();
     let make_opt = |vars: Vec<(String, Tensor)>, ocfg: OptimConfig| -> Result<AdamW> {
@@ -236,13 +247,22 @@ pub fn train(
 
     let mut start = 0;
     if let Some(l) = &latest {
-        load_checkpoint(&mut st, &ckpts.join(&l.dir), device, dtype, rank)?;
+        let loaded = load_checkpoint(&mut st, &ckpts.join(&l.dir), device, dtype, rank);
+        match &pg {
+            Some(pg) => dist::agree(pg, "loading the checkpoint", loaded).map_err(RlError::Dist)?,
+            None => loaded?,
+        }
         start = l.step;
         tracing::info!("resuming from {} (step {})", ckpts.join(&l.dir).display(), l.step);
     }
-    if lead {
-        metrics.truncate_to(start)?;
-        evals.truncate_to(start)?;
+    // A resume rewinds the logs to its checkpoint. The held-out evaluation of step `start` was
+    // logged before that checkpoint was written, except at step 0 (no checkpoint): that one runs
+    // again, so a killed run's step-0 rows go.
+    let eval_bound = if start == 0 { 0 } else { start + 1 };
+    let truncated = if lead { metrics.truncate_to(start).and_then(|_| evals.keep_before(eval_bound)) } else { Ok(()) };
+    match &pg {
+        Some(pg) => dist::agree(pg, "truncating the logs", truncated).map_err(RlError::Dist)?,
+        None => truncated?,
     }
     let resumed_from = latest.as_ref().map(|l| l.step);
 
@@ -314,8 +334,10 @@ pub fn train(
         let t_upd = t1.elapsed().as_secs_f64();
         let mut m = step_metrics(step, epoch, &rollouts, &params, u, t_roll, t_upd);
         m.extra = task_metrics(task, &rollouts, &m.update.rollout_token_entropy);
-        if lead {
-            metrics.append(&m)?;
+        let logged = if lead { metrics.append(&m) } else { Ok(()) };
+        match &pg {
+            Some(pg) => dist::agree(pg, "writing the metrics", logged).map_err(RlError::Dist)?,
+            None => logged?,
         }
         on_step(&m, cfg.train.steps);
         if cfg.eval.every > 0 && step % cfg.eval.every == 0 {
@@ -470,9 +492,15 @@ fn run_eval(
             response_length_mean: sums[3] / samples,
             time_s: t0.elapsed().as_secs_f64(),
         };
-        if rank == 0 {
+        let logged = if rank == 0 {
             tracing::info!("eval step {step} {name}: accuracy {:.4}, entropy {:.4}", m.accuracy, m.entropy);
-            log.append(&m)?;
+            log.append(&m)
+        } else {
+            Ok(())
+        };
+        match pg {
+            Some(pg) => crate::dist::agree(pg, "writing the held-out metrics", logged).map_err(RlError::Dist)?,
+            None => logged?,
         }
     }
     Ok(())
@@ -535,9 +563,9 @@ fn read_tensors(path: &Path, sha: &str) -> Result<Vec<(String, Tensor)>> {
 /// `latest.json` at it, then prunes to the newest `keep`.
 ///
 /// Data parallel: the weights (equal on every rank) are written by rank 0. With ZeRO-1 every rank
-/// first writes its optimizer shard into `checkpoints/.shards-step-NNNNNN/`; after a barrier rank 0
-/// moves them into the staging folder and records their sha256s, and a last barrier lets no rank
-/// run ahead of a checkpoint that is not in place.
+/// first writes its optimizer shard into `checkpoints/.shards-step-NNNNNN/`; once every rank
+/// reports success rank 0 moves them into the staging folder and records their sha256s, and no
+/// rank runs ahead of a checkpoint that is not in place (an I/O error anywhere stops every rank).
 fn save_checkpoint(
     st: &State,
     ckpts: &Path,
@@ -548,27 +576,44 @@ fn save_checkpoint(
     pg: Option<&ProcessGroup>,
 ) -> Result<PathBuf> {
     let name = format!("step-{step:06}");
-    let dir = ckpts.join(&name);
+    let shards_dir = ckpts.join(format!(".shards-{name}"));
     let rank = pg.map_or(0, |p| p.rank());
+    let shard = || -> Result<()> {
+        if st.opt.is_sharded() && rank != 0 {
+            std::fs::create_dir_all(&shards_dir).map_err(io_err(&shards_dir))?;
+            write_tensors(&st.opt.state(), &shards_dir.join(shard_file("optimizer", rank)))?;
+            if let Some((_, copt)) = &st.critic {
+                write_tensors(&copt.state(), &shards_dir.join(shard_file("critic_optimizer", rank)))?;
+            }
+        }
+        Ok(())
+    };
+    let Some(pg) = pg else { return write_checkpoint(st, ckpts, step, epoch, position, keep, 1) };
+    dist::agree(pg, "writing the optimizer shards", shard()).map_err(RlError::Dist)?;
+    let res = if rank == 0 {
+        write_checkpoint(st, ckpts, step, epoch, position, keep, pg.world())
+    } else {
+        Ok(ckpts.join(&name))
+    };
+    dist::agree(pg, "writing the checkpoint", res).map_err(RlError::Dist)
+}
+
+/// Rank 0's part of [`save_checkpoint`] (all of it in a single process).
+fn write_checkpoint(
+    st: &State,
+    ckpts: &Path,
+    step: usize,
+    epoch: usize,
+    position: usize,
+    keep: usize,
+    world: usize,
+) -> Result<PathBuf> {
+    let name = format!("step-{step:06}");
+    let dir = ckpts.join(&name);
     let shards_dir = ckpts.join(format!(".shards-{name}"));
     let sharded = st.opt.is_sharded();
-    if sharded && rank != 0 {
-        std::fs::create_dir_all(&shards_dir).map_err(io_err(&shards_dir))?;
-        write_tensors(&st.opt.state(), &shards_dir.join(shard_file("optimizer", rank)))?;
-        if let Some((_, copt)) = &st.critic {
-            write_tensors(&copt.state(), &shards_dir.join(shard_file("critic_optimizer", rank)))?;
-        }
-    }
-    if let Some(pg) = pg {
-        pg.barrier().map_err(dist_err)?;
-    }
-    if rank != 0 {
-        pg.expect("only data-parallel runs have other ranks").barrier().map_err(dist_err)?;
-        return Ok(dir);
-    }
     let stage = crate::durable::staging_dir(&dir).map_err(io_err(&dir))?;
     let fp = st.policy.save(&stage.join("policy"), &Default::default())?;
-    let world = pg.map_or(1, |p| p.world());
     // Rank 0's own shard, then the others' moved in; their sha256s in rank order.
     let collect = |stem: &str, own: Vec<(String, Tensor)>| -> Result<(String, Vec<String>)> {
         if !sharded {
@@ -623,9 +668,6 @@ fn save_checkpoint(
     }
     if shards_dir.exists() {
         std::fs::remove_dir_all(&shards_dir).map_err(io_err(&shards_dir))?;
-    }
-    if let Some(pg) = pg {
-        pg.barrier().map_err(dist_err)?;
     }
     Ok(dir)
 }

@@ -171,6 +171,13 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
     if cfg.mini_batch_size == 0 || cfg.micro_batch == 0 {
         return Err(RlError::Config("mini_batch_size and micro_batch must be positive".into()));
     }
+    if learner.dist.is_some()
+        && (!learner.opt.is_distributed() || learner.critic.as_ref().is_some_and(|(_, o)| !o.is_distributed()))
+    {
+        return Err(RlError::Config(
+            "a data-parallel update needs data-parallel optimizers (AdamW::distributed): each rank would step on its partial gradients".into(),
+        ));
+    }
     let is_ppo = obj.kind == ObjectiveKind::Ppo;
     if is_ppo && learner.critic.is_none() {
         return Err(RlError::Config("PPO needs a critic".into()));
@@ -351,7 +358,7 @@ pub fn update(learner: &mut Learner<'_>, rollouts: &[Rollout], cfg: &UpdateConfi
         // Every row's per-token rollout entropies (and log-probs) on every rank: each row has one
         // owner, so a sum over ranks of zero-filled vectors gathers them.
         // (Decided the same way on every rank: each of these is a collective.)
-        for (per_row, wanted) in [(&mut rollout_ent, true), (&mut old_logp, true), (&mut ref_logp, use_ref)] {
+        for (per_row, wanted) in [(&mut rollout_ent, true), (&mut old_logp, use_ref), (&mut ref_logp, use_ref)] {
             if !wanted {
                 continue;
             }

@@ -82,7 +82,8 @@ void rlvr_c10d_free_str(char* s) {
 }
 
 // backend: "gloo" or "nccl"; is_server: this process hosts the TCPStore (rank 0 unless an
-// agent such as torchrun already hosts it); prefix namespaces the keys in a shared store.
+// agent such as torchrun already hosts it); prefix namespaces the keys in a shared store;
+// cuda_device: the GPU an NCCL group binds to (ignored for Gloo).
 void* rlvr_c10d_new(
     const char* backend,
     const char* host,
@@ -92,6 +93,7 @@ void* rlvr_c10d_new(
     int is_server,
     const char* prefix,
     int64_t timeout_ms,
+    int cuda_device,
     char** err) {
   Group* out = nullptr;
   guarded(err, [&] {
@@ -111,9 +113,12 @@ void* rlvr_c10d_new(
       be = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, o);
     } else if (name == "nccl") {
 #ifdef RLVR_WITH_NCCL
+      // Bind the group to this rank's GPU (else NCCL guesses rank % device_count for barriers).
+      c10::cuda::set_device(static_cast<c10::DeviceIndex>(cuda_device));
       auto o = c10d::ProcessGroupNCCL::Options::create();
       o->timeout = timeout;
       be = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, world, o);
+      be->setBoundDeviceId(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_device)));
 #else
       throw std::invalid_argument("this build has no NCCL backend (build with --features cuda)");
 #endif
