@@ -56,13 +56,11 @@ def make_rollouts(path, a):
             f.write(json.dumps({"group": f"g{i // 4}", "prompt_ids": p, "response_ids": r, "reward": i % 2}) + "\n")
 
 
-def torch_bench(a, model_dir, rollouts_path):
+def pack_rollouts(rollouts_path):
+    """A rollouts JSONL as right-padded tensors: ids, mask [B, T]; gather [N] (flat index of the
+    hidden state predicting each response token), targets [N], W-REINFORCE advantages [N] (λ 0.1)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    torch.set_num_threads(a.threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
-    model.train()
     rows = [json.loads(l) for l in open(rollouts_path)]
     t = max(len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows)
     ids = torch.zeros(len(rows), t, dtype=torch.long)
@@ -75,9 +73,18 @@ def torch_bench(a, model_dir, rollouts_path):
         p = len(r["prompt_ids"])
         gather += [i * t + p + j - 1 for j in range(len(r["response_ids"]))]
         targets += r["response_ids"]
-        a_i = 0.1 if r["reward"] == 1 else -1.0  # W-REINFORCE, λ = 0.1
-        adv += [a_i] * len(r["response_ids"])
-    gather, targets, adv = torch.tensor(gather), torch.tensor(targets), torch.tensor(adv)
+        adv += [0.1 if r["reward"] == 1 else -1.0] * len(r["response_ids"])
+    return ids, mask, torch.tensor(gather), torch.tensor(targets), torch.tensor(adv)
+
+
+def torch_bench(a, model_dir, rollouts_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(a.threads)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    model.train()
+    ids, mask, gather, targets, adv = pack_rollouts(rollouts_path)
     n = len(targets)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
 

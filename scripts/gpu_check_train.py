@@ -63,21 +63,11 @@ def torch_update(model_dir, rollouts_path, policy, iters, warmup, device):
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.config.use_cache = False
     model.train()
-    rows = [json.loads(l) for l in open(rollouts_path)]
-    t = max(len(r["prompt_ids"]) + len(r["response_ids"]) for r in rows)
-    ids = torch.zeros(len(rows), t, dtype=torch.long)
-    mask = torch.zeros(len(rows), t, dtype=torch.long)
-    gather, targets, adv = [], [], []
-    for i, r in enumerate(rows):
-        s = r["prompt_ids"] + r["response_ids"]
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-        p = len(r["prompt_ids"])
-        gather += [i * t + p + j - 1 for j in range(len(r["response_ids"]))]
-        targets += r["response_ids"]
-        adv += [0.1 if r["reward"] == 1 else -1.0] * len(r["response_ids"])
-    ids, mask = ids.to(device), mask.to(device)
-    gather, targets, adv = (torch.tensor(x, device=device) for x in (gather, targets, adv))
+    sys.path.insert(0, HERE)
+    from bench_train import pack_rollouts
+
+    ids, mask, gather, targets, adv = pack_rollouts(rollouts_path)
+    ids, mask, gather, targets, adv = (x.to(device) for x in (ids, mask, gather, targets, adv))
     n = len(targets)
     fused = device.startswith("cuda")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, fused=fused)

@@ -267,19 +267,6 @@ keep = 2
     cfg
 }
 
-/// Metrics rows without wall-clock columns.
-fn deterministic_metrics(run: &Path, file: &str) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join(file))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().retain(|k, _| !k.starts_with("time_"));
-            v
-        })
-        .collect()
-}
-
 /// The newest checkpoint's weights and every optimizer shard, as bytes.
 fn final_state(run: &Path) -> Vec<(String, Vec<u8>)> {
     let latest: serde_json::Value =
@@ -322,14 +309,7 @@ fn torchrun_train(cfg: &Path, run: &Path, resume: bool) -> std::process::Child {
 fn two_rank_train_killed_and_resumed_equals_uninterrupted() {
     let tmp = tempfile::tempdir().unwrap();
     let hf = tmp.path().join("hf");
-    let cfg_json = serde_json::json!({
-        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
-        "vocab_size": 151936, "hidden_size": 16, "intermediate_size": 32,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
-        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true,
-        "max_position_embeddings": 4096, "hidden_act": "silu",
-        "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "float32"
-    });
+    let cfg_json = common::tiny_qwen3_real_vocab();
     common::save_random_hf_model(&hf, &cfg_json, 2);
     let cfg = math_run_config(tmp.path(), &hf);
     let reference = tmp.path().join("ref");
@@ -337,8 +317,10 @@ fn two_rank_train_killed_and_resumed_equals_uninterrupted() {
     let o = torchrun_train(&cfg, &reference, false).wait_with_output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let full = t0.elapsed().as_millis() as u64;
-    let (want_m, want_e) =
-        (deterministic_metrics(&reference, "metrics.jsonl"), deterministic_metrics(&reference, "eval_metrics.jsonl"));
+    let (want_m, want_e) = (
+        common::deterministic_rows(&reference, "metrics.jsonl"),
+        common::deterministic_rows(&reference, "eval_metrics.jsonl"),
+    );
     assert_eq!(want_m.len(), 6);
     assert_eq!(want_e.len(), 3, "held-out evaluation before training, at step 3 and at step 6");
     let want = final_state(&reference);
@@ -374,8 +356,8 @@ fn two_rank_train_killed_and_resumed_equals_uninterrupted() {
     }
     eprintln!("uninterrupted 2-rank run {full} ms; killed {kills} times");
     assert!(kills > 0, "never killed: make the run longer");
-    assert_eq!(deterministic_metrics(&run, "metrics.jsonl"), want_m, "metrics of the resumed run differ");
-    assert_eq!(deterministic_metrics(&run, "eval_metrics.jsonl"), want_e, "held-out metrics differ");
+    assert_eq!(common::deterministic_rows(&run, "metrics.jsonl"), want_m, "metrics of the resumed run differ");
+    assert_eq!(common::deterministic_rows(&run, "eval_metrics.jsonl"), want_e, "held-out metrics differ");
     for ((f, a), (_, b)) in final_state(&run).iter().zip(&want) {
         assert!(a == b, "{f} of the resumed run differs");
     }

@@ -462,19 +462,6 @@ keep = 2
     cfg
 }
 
-/// Metrics rows without wall-clock columns.
-fn deterministic_metrics(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v.as_object_mut().unwrap().retain(|k, _| !k.starts_with("time_"));
-            v
-        })
-        .collect()
-}
-
 fn final_weights(run: &Path) -> Vec<u8> {
     let latest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("checkpoints/latest.json")).unwrap()).unwrap();
@@ -492,14 +479,7 @@ fn final_weights(run: &Path) -> Vec<u8> {
 fn kill9_resume_equals_uninterrupted_training() {
     let tmp = tempfile::tempdir().unwrap();
     let hf = tmp.path().join("hf");
-    let cfg_json = serde_json::json!({
-        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
-        "vocab_size": 151936, "hidden_size": 16, "intermediate_size": 32,
-        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
-        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true,
-        "max_position_embeddings": 4096, "hidden_act": "silu",
-        "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "float32"
-    });
+    let cfg_json = common::tiny_qwen3_real_vocab();
     common::save_random_hf_model(&hf, &cfg_json, 2);
     let cfg = math_run_config(tmp.path(), &hf);
     let cmd = |run: &Path, resume: bool| {
@@ -515,7 +495,7 @@ fn kill9_resume_equals_uninterrupted_training() {
     let o = cmd(&reference, false).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let full = t0.elapsed().as_millis() as u64;
-    let want_metrics = deterministic_metrics(&reference);
+    let want_metrics = common::deterministic_rows(&reference, "metrics.jsonl");
     assert_eq!(want_metrics.len(), 8);
     let want_weights = final_weights(&reference);
 
@@ -551,7 +531,7 @@ fn kill9_resume_equals_uninterrupted_training() {
     }
     eprintln!("uninterrupted run {full} ms; killed {kills} times");
     assert!(kills > 0, "never killed: make the run longer");
-    assert_eq!(deterministic_metrics(&run), want_metrics, "metrics of the resumed run differ");
+    assert_eq!(common::deterministic_rows(&run, "metrics.jsonl"), want_metrics, "metrics of the resumed run differ");
     assert!(final_weights(&run) == want_weights, "final weights of the resumed run differ");
     let kept = std::fs::read_dir(run.join("checkpoints"))
         .unwrap()

@@ -323,13 +323,9 @@ impl AdamW {
         }
         let grads = self.gradients()?;
         let grad_norm = norm_of(&grads)?;
-        if !grad_norm.is_finite() {
-            self.zero_grad();
+        let Some((scale, h)) = self.begin_step(grad_norm) else {
             return Ok(StepStats { grad_norm, skipped: true });
-        }
-        let scale = self.clip_scale(grad_norm);
-        self.step += 1;
-        let h = self.hyper();
+        };
         tch::no_grad(|| -> Result<()> {
             for i in 0..self.params.len() {
                 let Some(g) = &grads[i] else { continue };
@@ -348,12 +344,16 @@ impl AdamW {
         Ok(StepStats { grad_norm, skipped: false })
     }
 
-    fn clip_scale(&self, grad_norm: f64) -> f64 {
-        if self.cfg.grad_clip > 0.0 {
-            (self.cfg.grad_clip / (grad_norm + 1e-6)).min(1.0)
-        } else {
-            1.0
+    /// A non-finite norm skips the step (gradients cleared: `None`); otherwise counts the step and
+    /// returns the clip scale and this step's constants.
+    fn begin_step(&mut self, grad_norm: f64) -> Option<(f64, Hyper)> {
+        if !grad_norm.is_finite() {
+            self.zero_grad();
+            return None;
         }
+        let scale = if self.cfg.grad_clip > 0.0 { (self.cfg.grad_clip / (grad_norm + 1e-6)).min(1.0) } else { 1.0 };
+        self.step += 1;
+        Some((scale, self.hyper()))
     }
 
     fn hyper(&self) -> Hyper {
@@ -411,13 +411,9 @@ impl AdamW {
         let mut sq = [shards.iter().map(|g| g.square().sum(Kind::Double).double_value(&[])).sum::<f64>()];
         d.pg.all_reduce_f64(&mut sq, ReduceOp::Sum).map_err(dist_err)?;
         let grad_norm = sq[0].sqrt();
-        if !grad_norm.is_finite() {
-            self.zero_grad();
+        let Some((scale, h)) = self.begin_step(grad_norm) else {
             return Ok(StepStats { grad_norm, skipped: true });
-        }
-        let scale = self.clip_scale(grad_norm);
-        self.step += 1;
-        let h = self.hyper();
+        };
         let d = self.dist.as_mut().expect("sharded implies distributed");
         let z = d.zero1.as_mut().expect("sharded");
         tch::no_grad(|| -> Result<()> {

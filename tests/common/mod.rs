@@ -36,3 +36,28 @@ pub fn save_random_hf_model(dir: &Path, cfg_json: &serde_json::Value, seed: i64)
     });
     model::save_checkpoint(&vs, &cfg, dir, &SaveOptions::default()).unwrap();
 }
+
+/// A 1-layer Qwen3 config with the real Qwen3 vocabulary (so real prompts tokenize into it).
+pub fn tiny_qwen3_real_vocab() -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+        "vocab_size": 151936, "hidden_size": 16, "intermediate_size": 32,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
+        "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true,
+        "max_position_embeddings": 4096, "hidden_act": "silu",
+        "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "float32"
+    })
+}
+
+/// The rows of a run's JSONL log (`metrics.jsonl`, `eval_metrics.jsonl`) without wall-clock columns.
+pub fn deterministic_rows(run: &Path, file: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join(file))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().retain(|k, _| !k.starts_with("time_"));
+            v
+        })
+        .collect()
+}
