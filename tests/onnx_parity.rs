@@ -185,3 +185,27 @@ fn f16_export_runs_and_is_close() {
     let g = s.ort.generate(&requests(), &SamplingParams::greedy(4), 0, 0).unwrap();
     assert!(g.iter().all(|g| g.tokens.len() == 4));
 }
+
+/// k samples of one prompt share one prefill (in both backends): every row equals the row
+/// generated alone and the tch row, token for token; the f16 export's cache is shared too.
+#[test]
+fn shared_prefill_rows_equal_rows_alone() {
+    let p = SamplingParams { temperature: 1.0, top_p: 0.95, top_k: 0, max_new_tokens: 12, stop_ids: vec![2] };
+    let prompts = [ids_single(), vec![9, 250, 128]];
+    let reqs: Vec<GenRequest> = (0..4u64)
+        .map(|s| GenRequest { prompt: prompts[(s % 2) as usize].clone(), problem_id: 10 + s % 2, sample_idx: s })
+        .collect();
+    for arch in ARCHES {
+        let mut s = setup(arch, ExportDType::F32);
+        let batch = s.ort.generate(&reqs, &p, 99, 0).unwrap();
+        assert_eq!(batch, model::generate(&s.tch.model, &reqs, &p, 99, 0).unwrap(), "{arch}: ORT vs tch");
+        for i in 0..reqs.len() {
+            let alone = s.ort.generate(&reqs[i..i + 1], &p, 99, 0).unwrap();
+            assert_eq!(alone[0], batch[i], "{arch}: row {i} alone");
+        }
+    }
+    let mut s = setup("qwen3", ExportDType::F16);
+    let batch = s.ort.generate(&reqs, &SamplingParams::greedy(4), 0, 0).unwrap();
+    assert_eq!(batch[0], batch[2], "greedy rows of one prompt agree (f16 cache copied per row)");
+    assert_eq!(batch[0], s.ort.generate(&reqs[..1], &SamplingParams::greedy(4), 0, 0).unwrap()[0]);
+}

@@ -70,6 +70,10 @@ pub struct SampleArgs {
     /// Do not stop at end-of-turn tokens (fixed-length generation, for benchmarks).
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Prefill every row itself instead of once per distinct prompt of a batch (same tokens; for
+    /// measuring what the shared prefill saves).
+    #[arg(long)]
+    pub no_shared_prefill: bool,
     /// Answer extraction for verdicts: lenient (evaluation, the default) or strict (as training rewards).
     #[arg(long, value_enum, default_value_t = Mode::Lenient)]
     pub verifier_mode: Mode,
@@ -134,8 +138,11 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let (mut backend, model_id, eos, ep) = match args.backend {
         BackendKind::Ort => {
             let device: OrtDevice = args.device.parse()?;
-            ort_model = OrtModel::load(&model_dir, &OrtOptions { device, threads: args.threads })
-                .with_context(|| format!("loading {}", model_dir.display()))?;
+            ort_model = OrtModel::load(
+                &model_dir,
+                &OrtOptions { device, threads: args.threads, shared_prefill: !args.no_shared_prefill },
+            )
+            .with_context(|| format!("loading {}", model_dir.display()))?;
             let id = format!("onnx:{}", ort_model.fingerprint.sha256);
             let eos = ort_model.manifest.eos_token_ids.clone();
             let ep = ort_model.execution_provider.clone();

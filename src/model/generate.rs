@@ -113,9 +113,23 @@ pub fn generate(
         // Without padding the mask is all ones and the model's no-mask path gives the same
         // positions and attention; skipping it saves a cumsum and a host sync every step.
         let padded = prompts.iter().any(|p| p.len() as i64 != l);
-        let mut cache = KvCache::new(&model.cfg, b as i64, l + max_new as i64, model.kind(), dev);
-        let hidden = model.forward_hidden(&ids, padded.then_some(&mask), Some(&mut cache))?; // [B, L, C]
-        let mut logits = model.lm_head(&hidden.narrow(1, l - 1, 1)).squeeze_dim(1); // [B, V]
+        // Shared prefill: rows with the same prompt (the n or k samples of one problem) prefill
+        // once; each row then gets its own copy of that prompt's cache and last logits.
+        let (unique, row_of) = unique_prompts(&prompts);
+        let (mut cache, mut logits) = if unique.len() < b {
+            let u_prompts: Vec<Vec<i64>> = unique.iter().map(|&i| prompts[i].clone()).collect();
+            let (u_ids, u_mask) = left_pad(&u_prompts, pad_id, dev); // [U, L] each (same L: the longest is unique too)
+            let mut u_cache = KvCache::new(&model.cfg, unique.len() as i64, l + max_new as i64, model.kind(), dev);
+            let hidden = model.forward_hidden(&u_ids, padded.then_some(&u_mask), Some(&mut u_cache))?; // [U, L, C]
+            let u_logits = model.lm_head(&hidden.narrow(1, l - 1, 1)).squeeze_dim(1); // [U, V]
+            let index = Tensor::from_slice(&row_of).to_device(dev); // [B]
+            (u_cache.select_rows(&index), u_logits.index_select(0, &index)) // B rows, [B, V]
+        } else {
+            let mut cache = KvCache::new(&model.cfg, b as i64, l + max_new as i64, model.kind(), dev);
+            let hidden = model.forward_hidden(&ids, padded.then_some(&mask), Some(&mut cache))?; // [B, L, C]
+            let logits = model.lm_head(&hidden.narrow(1, l - 1, 1)).squeeze_dim(1); // [B, V]
+            (cache, logits)
+        };
         let mut done = vec![false; b];
         // With top-k sampling only the k best logits per row leave the device ([B, k] instead of
         // [B, V]: 20 values instead of 151,936 for the Qwen3 preset); greedy uses all of them.
@@ -153,6 +167,24 @@ pub fn generate(
         }
         Ok(out)
     })
+}
+
+/// The distinct prompts of a batch, by first occurrence, and each row's index among them:
+/// (`unique[u]` = the first row with prompt u, `row_of[i]` = u of row i).
+pub fn unique_prompts(prompts: &[Vec<i64>]) -> (Vec<usize>, Vec<i64>) {
+    let mut seen: std::collections::HashMap<&[i64], i64> = std::collections::HashMap::new();
+    let mut unique = vec![];
+    let row_of = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            *seen.entry(p.as_slice()).or_insert_with(|| {
+                unique.push(i);
+                unique.len() as i64 - 1
+            })
+        })
+        .collect();
+    (unique, row_of)
 }
 
 /// Checks a batch before generating (shared by every backend): sampling parameters, non-empty

@@ -83,6 +83,17 @@ impl KvCache {
         self.len += t;
     }
 
+    /// A cache of `index.len()` rows whose row i is this cache's row `index[i]` (int64 on the
+    /// cache's device): the k samples of one prompt share one prefill, then each gets its own copy.
+    pub fn select_rows(&self, index: &Tensor) -> KvCache {
+        let layers = self
+            .layers
+            .iter()
+            .map(|slot| slot.as_ref().map(|(k, v)| (k.index_select(0, index), v.index_select(0, index))))
+            .collect();
+        KvCache { layers, batch: index.size()[0], ..*self }
+    }
+
     /// Drops everything (keeps the buffers).
     pub fn reset(&mut self) {
         self.len = 0;

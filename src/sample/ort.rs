@@ -8,7 +8,8 @@
 use super::{Result, SampleError};
 use crate::export::{read_manifest, ExportDType, ExportManifest, ONNX_FILE};
 use crate::model::generate::{
-    generation_what, non_finite_row, row_caps, sample_step, validate_requests, GenRequest, Generation, LeftPadded,
+    generation_what, non_finite_row, row_caps, sample_step, unique_prompts, validate_requests, GenRequest, Generation,
+    LeftPadded,
 };
 use crate::model::memory::{self, GenShape};
 use crate::model::sampler::{row_rng, Sampler, SamplingParams};
@@ -57,11 +58,14 @@ pub struct OrtOptions {
     pub device: OrtDevice,
     /// Intra-op threads (0 = ONNX Runtime's default: one per physical core).
     pub threads: usize,
+    /// Rows of a batch with the same prompt prefill once and copy its cache (same tokens either
+    /// way; off only to measure what it saves).
+    pub shared_prefill: bool,
 }
 
 impl Default for OrtOptions {
     fn default() -> Self {
-        OrtOptions { device: OrtDevice::Cpu, threads: 0 }
+        OrtOptions { device: OrtDevice::Cpu, threads: 0, shared_prefill: true }
     }
 }
 
@@ -84,6 +88,7 @@ pub struct OrtModel {
     /// Content identity of the export (checked against `fingerprint.json` when loaded).
     pub fingerprint: crate::fingerprint::Fingerprint,
     kv_type: TensorElementType,
+    shared_prefill: bool,
     output_names: Vec<String>,
 }
 
@@ -139,6 +144,7 @@ impl OrtModel {
             fingerprint,
             kv_type,
             output_names,
+            shared_prefill: opts.shared_prefill,
         })
     }
 
@@ -181,6 +187,26 @@ impl OrtModel {
             values.push(t.into_dyn());
         }
         Ok(OrtKv { values, len: 0, batch })
+    }
+
+    /// A cache whose row i is row `rows[i]` of `kv` (copied on the host).
+    fn select_kv_rows(&self, kv: OrtKv, rows: &[i64]) -> Result<OrtKv> {
+        let idx: Vec<usize> = rows.iter().map(|&r| r as usize).collect();
+        let mut values = Vec::with_capacity(kv.values.len());
+        for v in kv.values {
+            let out = match self.kv_type {
+                TensorElementType::Float16 => {
+                    let a = v.try_extract_array::<half::f16>().map_err(ort_err)?;
+                    Tensor::from_array(a.select(ndarray::Axis(0), &idx)).map_err(ort_err)?.into_dyn()
+                }
+                _ => {
+                    let a = v.try_extract_array::<f32>().map_err(ort_err)?;
+                    Tensor::from_array(a.select(ndarray::Axis(0), &idx)).map_err(ort_err)?.into_dyn()
+                }
+            };
+            values.push(out);
+        }
+        Ok(OrtKv { values, len: kv.len, batch: rows.len() })
     }
 
     /// One forward call. `input_ids`, `position_ids`: [B, S] row-major; `attention_mask`:
@@ -296,9 +322,25 @@ impl OrtModel {
         let mut mask: Vec<Vec<i64>> = padded.mask.chunks(l.max(1)).map(<[i64]>::to_vec).collect();
         let mut real: Vec<i64> = padded.lens.iter().map(|&n| n as i64).collect();
         let (ids, pos) = (padded.ids, padded.positions);
-        let kv = self.empty_kv(b)?;
-        let flat_mask: Vec<i64> = mask.concat();
-        let (_, mut logits, mut kv) = self.forward(&ids, &flat_mask, &pos, kv, 1)?; // [B, 1, V]
+        // Shared prefill: rows with the same prompt (the k samples of one problem) prefill once;
+        // each row then gets its own copy of that prompt's cache and last logits.
+        let (unique, row_of) = unique_prompts(&prompts);
+        let (mut logits, mut kv) = if self.shared_prefill && unique.len() < b {
+            let u_prompts: Vec<Vec<i64>> = unique.iter().map(|&i| prompts[i].clone()).collect();
+            let up = LeftPadded::new(&u_prompts, pad_id); // same width l: the longest prompt is unique too
+            let kv_u = self.empty_kv(unique.len())?;
+            let (_, u_logits, u_kv) = self.forward(&up.ids, &up.mask, &up.positions, kv_u, 1)?; // [U, 1, V]
+            let logits: Vec<f32> = row_of
+                .iter()
+                .flat_map(|&u| u_logits[u as usize * vocab..(u as usize + 1) * vocab].iter().copied())
+                .collect();
+            (logits, self.select_kv_rows(u_kv, &row_of)?)
+        } else {
+            let kv = self.empty_kv(b)?;
+            let flat_mask: Vec<i64> = mask.concat();
+            let (_, logits, kv) = self.forward(&ids, &flat_mask, &pos, kv, 1)?; // [B, 1, V]
+            (logits, kv)
+        };
         let mut done = vec![false; b];
         for step in 0..max_new {
             if let Some(row) = non_finite_row(&logits, vocab, &done) {
