@@ -343,3 +343,33 @@ fn sharded_checkpoint_loads_same_as_single() {
         assert_eq!(max_abs_diff(&v, &b[&k]), 0.0, "{k} differs after sharded save/load");
     }
 }
+
+/// Rows are drawn on several threads; each row owns its RNG, so the tokens do not depend on the
+/// thread count (finished rows are skipped and padded either way).
+#[test]
+fn token_draws_do_not_depend_on_sampling_threads() {
+    use rlvr_decomp::model::generate::{sample_step, Generation};
+    use rlvr_decomp::model::sampler::row_rng;
+    use rlvr_decomp::model::Sampler;
+    let (b, v) = (7usize, 300usize);
+    let logits: Vec<f32> = (0..b * v).map(|i| ((i * 7919) % 1000) as f32 / 97.0).collect();
+    let p = SamplingParams { temperature: 0.8, top_p: 0.9, top_k: 0, max_new_tokens: 5, stop_ids: vec![3] };
+    let sampler = Sampler::new(p.clone());
+    let run = |threads: usize| {
+        let mut rngs: Vec<_> = (0..b as u64).map(|i| row_rng(5, i, i)).collect();
+        let mut done = vec![false; b];
+        done[2] = true;
+        let mut out = vec![Generation { tokens: vec![], stopped: false }; b];
+        let caps = vec![5; b];
+        let mut steps = vec![];
+        for _ in 0..4 {
+            steps.push(sample_step(&sampler, &logits, v, &p, &caps, 0, &mut rngs, &mut done, &mut out, threads));
+        }
+        (steps, out)
+    };
+    let one = run(1);
+    assert_eq!(one.0[0][2], 0, "a finished row is padded");
+    for t in [2, 3, 8] {
+        assert_eq!(run(t), one, "{t} threads");
+    }
+}

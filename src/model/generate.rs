@@ -106,6 +106,7 @@ pub fn generate(
         return Ok(out);
     }
 
+    let threads = sampling_threads(tch::get_num_threads().max(0) as usize);
     tch::no_grad(|| -> Result<Vec<Generation>> {
         let prompts: Vec<Vec<i64>> = reqs.iter().map(|r| r.prompt.clone()).collect();
         let (ids, mut mask) = left_pad(&prompts, pad_id, dev); // [B, L], [B, L]
@@ -145,14 +146,25 @@ pub fn generate(
                 let draw = |i: usize, rng: &mut ChaCha8Rng| {
                     sampler.sample_top_k(&idx[i * k..(i + 1) * k], &vals[i * k..(i + 1) * k], rng) as i64
                 };
-                step_rows(draw, params, &caps, pad_id, &mut rngs, &mut done, &mut out)
+                step_rows(draw, params, &caps, pad_id, &mut rngs, &mut done, &mut out, threads)
             } else {
                 let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
                 let flat = Vec::<f32>::try_from(host.view([-1]))?;
                 if let Some(row) = non_finite_row(&flat, vocab as usize, &done) {
                     return Err(ModelError::NonFiniteLogits { step, row });
                 }
-                sample_step(&sampler, &flat, vocab as usize, params, &caps, pad_id, &mut rngs, &mut done, &mut out)
+                sample_step(
+                    &sampler,
+                    &flat,
+                    vocab as usize,
+                    params,
+                    &caps,
+                    pad_id,
+                    &mut rngs,
+                    &mut done,
+                    &mut out,
+                    threads,
+                )
             };
             if step + 1 == max_new || done.iter().all(|&d| d) {
                 break;
@@ -276,6 +288,8 @@ pub fn non_finite_row(logits: &[f32], width: usize, done: &[bool]) -> Option<usi
 /// draws the next token of each unfinished row from its `[V]` slice of `logits` (`[B, V]`,
 /// row-major) with the row's own RNG, appends it, and marks rows that hit a stop id or their
 /// token cap ([`row_caps`]). Finished rows get `pad_id`. Returns the `[B]` next tokens.
+/// Rows are drawn on up to `threads` threads (each row has its own RNG, so the tokens do not
+/// depend on the thread count).
 #[allow(clippy::too_many_arguments)]
 pub fn sample_step(
     sampler: &Sampler,
@@ -287,27 +301,63 @@ pub fn sample_step(
     rngs: &mut [ChaCha8Rng],
     done: &mut [bool],
     out: &mut [Generation],
+    threads: usize,
 ) -> Vec<i64> {
     let draw = |i: usize, rng: &mut ChaCha8Rng| sampler.sample(&logits[i * vocab..(i + 1) * vocab], rng) as i64;
-    step_rows(draw, params, caps, pad_id, rngs, done, out)
+    step_rows(draw, params, caps, pad_id, rngs, done, out, threads)
+}
+
+/// Host threads for drawing tokens: `requested`, or (0) one per available core.
+pub fn sampling_threads(requested: usize) -> usize {
+    if requested > 0 {
+        requested
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
 }
 
 /// [`sample_step`] with the per-row draw given as `draw(row, rng)`.
+#[allow(clippy::too_many_arguments)]
 pub fn step_rows(
-    draw: impl Fn(usize, &mut ChaCha8Rng) -> i64,
+    draw: impl Fn(usize, &mut ChaCha8Rng) -> i64 + Sync,
     params: &SamplingParams,
     caps: &[usize],
     pad_id: i64,
     rngs: &mut [ChaCha8Rng],
     done: &mut [bool],
     out: &mut [Generation],
+    threads: usize,
 ) -> Vec<i64> {
-    let mut next = vec![pad_id; out.len()];
-    for i in 0..out.len() {
-        if done[i] {
-            continue;
+    let b = out.len();
+    let mut drawn: Vec<Option<i64>> = vec![None; b];
+    let threads = threads.clamp(1, b.max(1));
+    if threads == 1 {
+        for i in 0..b {
+            if !done[i] {
+                drawn[i] = Some(draw(i, &mut rngs[i]));
+            }
         }
-        let tok = draw(i, &mut rngs[i]);
+    } else {
+        // Contiguous row ranges, one per thread; each row touches only its own RNG and slot.
+        let chunk = b.div_ceil(threads);
+        let draw = &draw;
+        let done_ro: &[bool] = done;
+        std::thread::scope(|s| {
+            for (c, (rng_c, slot_c)) in rngs.chunks_mut(chunk).zip(drawn.chunks_mut(chunk)).enumerate() {
+                let base = c * chunk;
+                s.spawn(move || {
+                    for (j, (rng, slot)) in rng_c.iter_mut().zip(slot_c.iter_mut()).enumerate() {
+                        if !done_ro[base + j] {
+                            *slot = Some(draw(base + j, rng));
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let mut next = vec![pad_id; b];
+    for i in 0..b {
+        let Some(tok) = drawn[i] else { continue };
         next[i] = tok;
         out[i].tokens.push(tok);
         if params.stop_ids.contains(&tok) {

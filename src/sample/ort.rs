@@ -8,8 +8,8 @@
 use super::{Result, SampleError};
 use crate::export::{read_manifest, ExportDType, ExportManifest, ONNX_FILE};
 use crate::model::generate::{
-    generation_what, non_finite_row, row_caps, sample_step, unique_prompts, validate_requests, GenRequest, Generation,
-    LeftPadded,
+    generation_what, non_finite_row, row_caps, sample_step, sampling_threads, unique_prompts, validate_requests,
+    GenRequest, Generation, LeftPadded,
 };
 use crate::model::memory::{self, GenShape};
 use crate::model::sampler::{row_rng, Sampler, SamplingParams};
@@ -89,6 +89,8 @@ pub struct OrtModel {
     pub fingerprint: crate::fingerprint::Fingerprint,
     kv_type: TensorElementType,
     shared_prefill: bool,
+    /// Threads for ONNX Runtime's kernels and for drawing tokens (0: one per core).
+    threads: usize,
     output_names: Vec<String>,
 }
 
@@ -145,6 +147,7 @@ impl OrtModel {
             kv_type,
             output_names,
             shared_prefill: opts.shared_prefill,
+            threads: opts.threads,
         })
     }
 
@@ -309,6 +312,7 @@ impl OrtModel {
         let plan = memory::generation_plan(&self.gen_shape(), b, longest, max_new);
         memory::check_fits(&generation_what(b, longest, max_new), &plan, self.tch_device())?;
         let sampler = Sampler::new(params.clone());
+        let threads = sampling_threads(self.threads);
         let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
         let mut out = vec![Generation { tokens: vec![], stopped: false }; b];
         if max_new == 0 {
@@ -346,7 +350,8 @@ impl OrtModel {
             if let Some(row) = non_finite_row(&logits, vocab, &done) {
                 return Err(crate::model::ModelError::NonFiniteLogits { step, row }.into());
             }
-            let next = sample_step(&sampler, &logits, vocab, params, &caps, pad_id, &mut rngs, &mut done, &mut out);
+            let next =
+                sample_step(&sampler, &logits, vocab, params, &caps, pad_id, &mut rngs, &mut done, &mut out, threads);
             if step + 1 == max_new || done.iter().all(|&d| d) {
                 break;
             }
