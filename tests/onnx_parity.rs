@@ -209,3 +209,36 @@ fn shared_prefill_rows_equal_rows_alone() {
     assert_eq!(batch[0], batch[2], "greedy rows of one prompt agree (f16 cache copied per row)");
     assert_eq!(batch[0], s.ort.generate(&reqs[..1], &SamplingParams::greedy(4), 0, 0).unwrap()[0]);
 }
+
+/// Continuous batching: 9 requests (3 prompts of different lengths × 3 samples) through 4 slots,
+/// rows stopping at different steps (stop id, caps), slots refilled as rows finish: every request
+/// ends with exactly the tokens it gets generated alone, in f32 and f16 exports.
+#[test]
+fn continuous_batching_rows_equal_rows_alone() {
+    let prompts = [ids_single(), vec![9, 250, 128], vec![44, 45, 46, 500, 3, 77, 12, 13]];
+    let reqs: Vec<GenRequest> = (0..9u64)
+        .map(|s| GenRequest { prompt: prompts[(s / 3) as usize].clone(), problem_id: 20 + s / 3, sample_idx: s })
+        .collect();
+    for (arch, dtype) in [("qwen2", ExportDType::F32), ("qwen3", ExportDType::F32), ("qwen3", ExportDType::F16)] {
+        let mut s = setup(arch, dtype);
+        // Stop on a few common ids so that rows end at different steps.
+        let p =
+            SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, max_new_tokens: 10, stop_ids: (0..40).collect() };
+        let mut got: Vec<Option<model::generate::Generation>> = vec![None; reqs.len()];
+        let mut order = vec![];
+        s.ort
+            .generate_stream(&reqs, &p, 7, 0, 4, &mut |i, g| {
+                order.push(i);
+                got[i] = Some(g);
+                Ok(())
+            })
+            .unwrap();
+        let lens: Vec<usize> = got.iter().map(|g| g.as_ref().unwrap().tokens.len()).collect();
+        assert!(lens.iter().min() < lens.iter().max(), "{arch}: rows must end at different steps: {lens:?}");
+        assert_eq!(order.len(), reqs.len(), "{arch}: each request reported once");
+        for (i, g) in got.into_iter().enumerate() {
+            let alone = s.ort.generate(&reqs[i..i + 1], &p, 7, 0).unwrap();
+            assert_eq!(g.unwrap(), alone[0], "{arch} {dtype:?}: request {i}");
+        }
+    }
+}

@@ -74,6 +74,10 @@ pub struct SampleArgs {
     /// measuring what the shared prefill saves).
     #[arg(long)]
     pub no_shared_prefill: bool,
+    /// Decode fixed batches of `--batch` pairs (each row waits for the batch's longest) instead of
+    /// refilling a finished row's slot at once (same tokens; for measuring what that saves).
+    #[arg(long)]
+    pub fixed_batches: bool,
     /// Answer extraction for verdicts: lenient (evaluation, the default) or strict (as training rewards).
     #[arg(long, value_enum, default_value_t = Mode::Lenient)]
     pub verifier_mode: Mode,
@@ -140,7 +144,12 @@ pub fn run(args: SampleArgs) -> Result<()> {
             let device: OrtDevice = args.device.parse()?;
             ort_model = OrtModel::load(
                 &model_dir,
-                &OrtOptions { device, threads: args.threads, shared_prefill: !args.no_shared_prefill },
+                &OrtOptions {
+                    device,
+                    threads: args.threads,
+                    shared_prefill: !args.no_shared_prefill,
+                    continuous: !args.fixed_batches,
+                },
             )
             .with_context(|| format!("loading {}", model_dir.display()))?;
             let id = format!("onnx:{}", ort_model.fingerprint.sha256);

@@ -285,25 +285,14 @@ pub fn run(
     let t0 = std::time::Instant::now();
     let mut samples_done: usize = done.iter().map(|&c| chunk_pairs(problems.len(), s.k, s.batch, c).len()).sum();
     progress(samples_done, 0);
-    for c in 0..n_chunks {
-        if done.contains(&c) {
-            stats.chunks_skipped += 1;
-            continue;
-        }
-        let pairs = chunk_pairs(problems.len(), s.k, s.batch, c);
-        let reqs: Vec<GenRequest> = pairs
-            .iter()
-            .map(|&(p, j)| GenRequest { prompt: encoded[p].clone(), problem_id: seeds[p], sample_idx: j as u64 })
-            .collect();
-        let gens = backend.generate(&reqs, &params, s.seed, s.pad_id)?;
-        let mut records = Vec::with_capacity(pairs.len());
-        let mut chunk_tokens = 0;
-        for (&(p, j), g) in pairs.iter().zip(&gens) {
+    let make_records = |pairs: &[(usize, usize)], gens: &[Generation]| -> Result<(Vec<SampleRecord>, usize, usize)> {
+        let (mut records, mut tokens, mut prompt_tokens) = (Vec::with_capacity(pairs.len()), 0, 0);
+        for (&(p, j), g) in pairs.iter().zip(gens) {
             let ids: Vec<u32> = g.tokens.iter().map(|&t| t as u32).collect();
             let text = tok.decode(&ids, true)?;
             let verdict = verify(&problems[p].answer, &text, s.verifier.mode, s.verifier.tolerance);
-            chunk_tokens += g.tokens.len();
-            stats.prompt_tokens += encoded[p].len();
+            tokens += g.tokens.len();
+            prompt_tokens += encoded[p].len();
             records.push(SampleRecord {
                 problem_id: problems[p].id.clone(),
                 sample_index: j as u64,
@@ -316,12 +305,67 @@ pub fn run(
                 token_ids: g.tokens.clone(),
             });
         }
-        store.commit_chunk(c, &records)?;
-        stats.chunks_generated += 1;
-        stats.samples_generated += records.len();
-        stats.tokens_generated += chunk_tokens;
-        samples_done += records.len();
-        progress(samples_done, chunk_tokens);
+        Ok((records, tokens, prompt_tokens))
+    };
+    let request = |&(p, j): &(usize, usize)| GenRequest {
+        prompt: encoded[p].clone(),
+        problem_id: seeds[p],
+        sample_idx: j as u64,
+    };
+    let missing: Vec<usize> = (0..n_chunks).filter(|c| !done.contains(c)).collect();
+    stats.chunks_skipped = n_chunks - missing.len();
+    match backend {
+        // Continuous batching: every missing chunk's pairs stream through `batch` slots; a chunk
+        // is committed (whole, durably) as soon as its last pair finishes, so a kill loses at most
+        // the chunks in flight, and each row's tokens do not depend on what it ran beside.
+        Backend::Ort(m) if m.continuous => {
+            let mut owner = vec![]; // request → (chunk, index in chunk)
+            let mut reqs = vec![];
+            let mut pending: std::collections::BTreeMap<usize, (Vec<(usize, usize)>, Vec<Option<Generation>>)> =
+                Default::default();
+            for &c in &missing {
+                let pairs = chunk_pairs(problems.len(), s.k, s.batch, c);
+                for (i, pr) in pairs.iter().enumerate() {
+                    owner.push((c, i));
+                    reqs.push(request(pr));
+                }
+                let n = pairs.len();
+                pending.insert(c, (pairs, vec![None; n]));
+            }
+            m.generate_stream(&reqs, &params, s.seed, s.pad_id, s.batch, &mut |r, g| {
+                let (c, i) = owner[r];
+                let entry = pending.get_mut(&c).expect("a pending chunk");
+                entry.1[i] = Some(g);
+                if entry.1.iter().all(Option::is_some) {
+                    let (pairs, gens) = pending.remove(&c).expect("present");
+                    let gens: Vec<Generation> = gens.into_iter().map(|g| g.expect("complete")).collect();
+                    let (records, tokens, prompt_tokens) = make_records(&pairs, &gens)?;
+                    store.commit_chunk(c, &records)?;
+                    stats.chunks_generated += 1;
+                    stats.samples_generated += records.len();
+                    stats.tokens_generated += tokens;
+                    stats.prompt_tokens += prompt_tokens;
+                    samples_done += records.len();
+                    progress(samples_done, tokens);
+                }
+                Ok(())
+            })?;
+        }
+        _ => {
+            for &c in &missing {
+                let pairs = chunk_pairs(problems.len(), s.k, s.batch, c);
+                let reqs: Vec<GenRequest> = pairs.iter().map(request).collect();
+                let gens = backend.generate(&reqs, &params, s.seed, s.pad_id)?;
+                let (records, tokens, prompt_tokens) = make_records(&pairs, &gens)?;
+                store.commit_chunk(c, &records)?;
+                stats.chunks_generated += 1;
+                stats.samples_generated += records.len();
+                stats.tokens_generated += tokens;
+                stats.prompt_tokens += prompt_tokens;
+                samples_done += records.len();
+                progress(samples_done, tokens);
+            }
+        }
     }
     stats.seconds = t0.elapsed().as_secs_f64();
     Ok(stats)

@@ -61,11 +61,14 @@ pub struct OrtOptions {
     /// Rows of a batch with the same prompt prefill once and copy its cache (same tokens either
     /// way; off only to measure what it saves).
     pub shared_prefill: bool,
+    /// `sample` keeps `batch` rows in flight and refills finished rows' slots at once
+    /// ([`OrtModel::generate_stream`]) instead of decoding fixed batches (same tokens either way).
+    pub continuous: bool,
 }
 
 impl Default for OrtOptions {
     fn default() -> Self {
-        OrtOptions { device: OrtDevice::Cpu, threads: 0, shared_prefill: true }
+        OrtOptions { device: OrtDevice::Cpu, threads: 0, shared_prefill: true, continuous: true }
     }
 }
 
@@ -91,6 +94,8 @@ pub struct OrtModel {
     shared_prefill: bool,
     /// Threads for ONNX Runtime's kernels and for drawing tokens (0: one per core).
     threads: usize,
+    /// See [`OrtOptions::continuous`].
+    pub continuous: bool,
     output_names: Vec<String>,
 }
 
@@ -148,6 +153,7 @@ impl OrtModel {
             output_names,
             shared_prefill: opts.shared_prefill,
             threads: opts.threads,
+            continuous: opts.continuous,
         })
     }
 
@@ -369,6 +375,231 @@ impl OrtModel {
         }
         Ok(out)
     }
+}
+
+/// One row of a continuous batch: its request, RNG, mask over the cache, and output so far.
+struct Slot {
+    req: usize,
+    rng: rand_chacha::ChaCha8Rng,
+    /// [P]: 1 where the cache holds this row's tokens, 0 for padding.
+    mask: Vec<i64>,
+    /// Position of the next token (the row's real tokens so far).
+    pos: i64,
+    cap: usize,
+    out: Generation,
+}
+
+impl OrtModel {
+    /// Continuous batching: generates every request of `reqs` with at most `slots` rows in
+    /// flight, in request order; when rows finish, their slots take the next requests (at the
+    /// latest once a quarter of the slots is free, or when nothing else is running). New requests
+    /// prefill together (sharing identical prompts), then join the running cache: both are
+    /// left-padded to a common length and the mask keeps every row as if it ran alone (same
+    /// seeds, same tokens as [`OrtModel::generate`]). `on_done(i, generation)` is called for
+    /// request i as soon as it finishes (in completion order).
+    pub fn generate_stream(
+        &mut self,
+        reqs: &[GenRequest],
+        params: &SamplingParams,
+        base_seed: u64,
+        pad_id: i64,
+        slots: usize,
+        on_done: &mut dyn FnMut(usize, Generation) -> Result<()>,
+    ) -> Result<()> {
+        let vocab = self.vocab_size();
+        validate_requests(reqs, params, vocab).map_err(SampleError::BadInput)?;
+        let slots = slots.max(1);
+        let max_pos = self.manifest.max_position_embeddings.unwrap_or(usize::MAX);
+        let caps = row_caps(reqs, params.max_new_tokens, max_pos).map_err(SampleError::BadInput)?;
+        let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+        let plan =
+            memory::generation_plan(&self.gen_shape(), slots.min(reqs.len().max(1)), longest, params.max_new_tokens);
+        memory::check_fits(&generation_what(slots, longest, params.max_new_tokens), &plan, self.tch_device())?;
+        let sampler = Sampler::new(params.clone());
+        let threads = sampling_threads(self.threads);
+        let mut next_req = 0;
+        let mut rows: Vec<Slot> = vec![];
+        let mut kv: Option<OrtKv> = None;
+        let mut logits: Vec<f32> = vec![];
+        let mut step = 0usize;
+        loop {
+            // Refill: finished rows are gone; take new requests when enough slots are free.
+            let free = slots - rows.len();
+            if next_req < reqs.len() && free > 0 && (rows.is_empty() || free * 4 >= slots) {
+                let take: Vec<usize> = (next_req..reqs.len().min(next_req + free)).collect();
+                next_req += take.len();
+                let (new_rows, new_kv, new_logits) = self.prefill_rows(reqs, &take, &caps, base_seed, pad_id)?;
+                let (merged_rows, merged_kv) =
+                    self.merge_rows(std::mem::take(&mut rows), kv.take(), new_rows, new_kv)?;
+                rows = merged_rows;
+                kv = Some(merged_kv);
+                logits.extend(new_logits);
+            }
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let b = rows.len();
+            if let Some(row) = non_finite_row(&logits, vocab, &vec![false; b]) {
+                return Err(crate::model::ModelError::NonFiniteLogits { step, row }.into());
+            }
+            let mut rngs: Vec<_> = rows.iter().map(|r| r.rng.clone()).collect();
+            let mut done = vec![false; b];
+            let mut outs: Vec<Generation> = rows
+                .iter_mut()
+                .map(|r| std::mem::replace(&mut r.out, Generation { tokens: vec![], stopped: false }))
+                .collect();
+            let row_caps: Vec<usize> = rows.iter().map(|r| r.cap).collect();
+            let next = sample_step(
+                &sampler, &logits, vocab, params, &row_caps, pad_id, &mut rngs, &mut done, &mut outs, threads,
+            );
+            step += 1;
+            // Hand finished rows out, keep the others (and their cache rows) in order.
+            let mut keep: Vec<i64> = vec![];
+            let mut kept_rows = vec![];
+            let mut kept_next = vec![];
+            for (i, ((mut r, rng), out)) in rows.into_iter().zip(rngs).zip(outs).enumerate() {
+                r.rng = rng;
+                r.out = out;
+                if done[i] {
+                    on_done(r.req, r.out)?;
+                } else {
+                    keep.push(i as i64);
+                    kept_next.push(next[i]);
+                    kept_rows.push(r);
+                }
+            }
+            rows = kept_rows;
+            if rows.is_empty() {
+                kv = None;
+                logits.clear();
+                continue;
+            }
+            let mut cache = kv.take().expect("rows imply a cache");
+            if keep.len() < cache.batch {
+                cache = self.select_kv_rows(cache, &keep)?;
+            }
+            // One decode step for the rows still running.
+            let b = rows.len();
+            let mut flat_mask = Vec::with_capacity(b * (cache.len + 1));
+            let mut pos = Vec::with_capacity(b);
+            for r in rows.iter_mut() {
+                r.mask.push(1);
+                flat_mask.extend_from_slice(&r.mask);
+                pos.push(r.pos);
+                r.pos += 1;
+            }
+            let (_, l2, kv2) = self.forward(&kept_next, &flat_mask, &pos, cache, 1)?; // [b, 1, V]
+            logits = l2;
+            kv = Some(kv2);
+        }
+    }
+
+    /// Prefills requests `take` (sharing identical prompts): their rows, cache [n, K, L, D] and
+    /// last logits [n·V].
+    fn prefill_rows(
+        &mut self,
+        reqs: &[GenRequest],
+        take: &[usize],
+        caps: &[usize],
+        base_seed: u64,
+        pad_id: i64,
+    ) -> Result<(Vec<Slot>, OrtKv, Vec<f32>)> {
+        let vocab = self.vocab_size();
+        let prompts: Vec<Vec<i64>> = take.iter().map(|&i| reqs[i].prompt.clone()).collect();
+        let (unique, row_of) = unique_prompts(&prompts);
+        let u_prompts: Vec<Vec<i64>> = unique.iter().map(|&i| prompts[i].clone()).collect();
+        let up = LeftPadded::new(&u_prompts, pad_id);
+        let kv0 = self.empty_kv(unique.len())?;
+        let (_, u_logits, u_kv) = self.forward(&up.ids, &up.mask, &up.positions, kv0, 1)?; // [U, 1, V]
+        let kv = if unique.len() < take.len() { self.select_kv_rows(u_kv, &row_of)? } else { u_kv };
+        let logits: Vec<f32> = row_of
+            .iter()
+            .flat_map(|&u| u_logits[u as usize * vocab..(u as usize + 1) * vocab].iter().copied())
+            .collect();
+        let l = up.width;
+        let rows = take
+            .iter()
+            .zip(&row_of)
+            .map(|(&i, &u)| {
+                let mask = up.mask[u as usize * l..(u as usize + 1) * l].to_vec();
+                Slot {
+                    req: i,
+                    rng: row_rng(base_seed, reqs[i].problem_id, reqs[i].sample_idx),
+                    mask,
+                    pos: reqs[i].prompt.len() as i64,
+                    cap: caps[i],
+                    out: Generation { tokens: vec![], stopped: false },
+                }
+            })
+            .collect();
+        Ok((rows, kv, logits))
+    }
+
+    /// Running rows and their cache, then new rows and theirs, as one batch: both caches
+    /// left-padded (zeros, masked out) to the longer one's length, minus the leading columns no
+    /// row attends to.
+    fn merge_rows(
+        &self,
+        mut old: Vec<Slot>,
+        old_kv: Option<OrtKv>,
+        new: Vec<Slot>,
+        new_kv: OrtKv,
+    ) -> Result<(Vec<Slot>, OrtKv)> {
+        let Some(old_kv) = old_kv.filter(|_| !old.is_empty()) else { return Ok((new, new_kv)) };
+        let p = old_kv.len.max(new_kv.len);
+        let pad_mask = |rows: &mut [Slot], from: usize| {
+            for r in rows.iter_mut() {
+                let mut m = vec![0i64; p - from];
+                m.extend_from_slice(&r.mask);
+                r.mask = m;
+            }
+        };
+        let (op, np) = (old_kv.len, new_kv.len);
+        let mut new = new;
+        pad_mask(&mut old, op);
+        pad_mask(&mut new, np);
+        // Columns every row ignores (left padding common to all) are dropped.
+        let all = old.iter().chain(new.iter());
+        let trim = all.map(|r| r.mask.iter().take_while(|&&m| m == 0).count()).min().unwrap_or(0);
+        for r in old.iter_mut().chain(new.iter_mut()) {
+            r.mask.drain(..trim);
+        }
+        let b = old.len() + new.len();
+        let mut values = Vec::with_capacity(old_kv.values.len());
+        for (a, c) in old_kv.values.into_iter().zip(new_kv.values) {
+            let v = match self.kv_type {
+                TensorElementType::Float16 => join_kv::<half::f16>(&a, &c, p, trim)?,
+                _ => join_kv::<f32>(&a, &c, p, trim)?,
+            };
+            values.push(v);
+        }
+        old.extend(new);
+        Ok((old, OrtKv { values, len: p - trim, batch: b }))
+    }
+}
+
+/// [Bo, K, Po, D] and [Bn, K, Pn, D] → [Bo + Bn, K, P − trim, D], each left-padded with zeros to P.
+fn join_kv<T>(a: &DynValue, c: &DynValue, p: usize, trim: usize) -> Result<DynValue>
+where
+    T: ort::value::PrimitiveTensorElementType + Clone + Default + std::fmt::Debug + 'static,
+{
+    let (a, c) = (a.try_extract_array::<T>().map_err(ort_err)?, c.try_extract_array::<T>().map_err(ort_err)?);
+    let (sa, sc) = (a.shape().to_vec(), c.shape().to_vec());
+    let (k, d) = (sa[1], sa[3]);
+    let mut out = ndarray::Array4::<T>::default((sa[0] + sc[0], k, p - trim, d));
+    for (src, n, off) in [(&a, sa[0], 0usize), (&c, sc[0], sa[0])] {
+        let start = p - src.shape()[2]; // this group's left padding
+        let from = start.max(trim);
+        if from < p {
+            out.slice_mut(ndarray::s![off..off + n, .., from - trim..p - trim, ..]).assign(&src.slice(ndarray::s![
+                ..,
+                ..,
+                from - start..p - start,
+                ..
+            ]));
+        }
+    }
+    Ok(Tensor::from_array(out).map_err(ort_err)?.into_dyn())
 }
 
 /// Logits of `input_ids` from the export in `onnx_dir` on the CPU: shape [T, V] when
