@@ -348,7 +348,7 @@ fn sharded_checkpoint_loads_same_as_single() {
 /// thread count (finished rows are skipped and padded either way).
 #[test]
 fn token_draws_do_not_depend_on_sampling_threads() {
-    use rlvr_decomp::model::generate::{sample_step, Generation};
+    use rlvr_decomp::model::generate::{step_rows, Generation};
     use rlvr_decomp::model::sampler::row_rng;
     use rlvr_decomp::model::Sampler;
     let (b, v) = (7usize, 300usize);
@@ -363,7 +363,9 @@ fn token_draws_do_not_depend_on_sampling_threads() {
         let caps = vec![5; b];
         let mut steps = vec![];
         for _ in 0..4 {
-            steps.push(sample_step(&sampler, &logits, v, &p, &caps, 0, &mut rngs, &mut done, &mut out, threads));
+            let draw =
+                |i: usize, rng: &mut rand_chacha::ChaCha8Rng| sampler.sample(&logits[i * v..(i + 1) * v], rng) as i64;
+            steps.push(step_rows(draw, &p, &caps, 0, &mut rngs, &mut done, &mut out, threads));
         }
         (steps, out)
     };

@@ -116,6 +116,27 @@ fn export_sample_eval_on_math500() {
     let curve = ParquetReader::new(std::fs::File::open(eval.join("pass_at_k.parquet")).unwrap()).finish().unwrap();
     assert_eq!(curve.height(), 4);
 
+    // Continuous batching (5 slots, so chunks of 5 pairs stream through and refill) gives the same
+    // samples as the fixed batches of 16 above.
+    let samples_cont = run.join("samples/math500-continuous");
+    run_ok(
+        bin()
+            .args(["sample", "--dataset", "math500", "--limit", "4", "--k", "8", "--max-new-tokens", "16"])
+            .args(["--preset", "qwen2.5-math", "--batch", "5", "--seed", "3", "--threads", "2", "--continuous"])
+            .arg("--onnx")
+            .arg(&onnx)
+            .arg("--out")
+            .arg(&samples_cont),
+    );
+    let key = |r: &serde_json::Value| {
+        (r["problem_id"].to_string(), r["sample_index"].as_u64().unwrap(), r["token_ids"].to_string())
+    };
+    let mut fixed: Vec<_> = recs.iter().map(key).collect();
+    let mut cont: Vec<_> = records(&samples_cont).iter().map(key).collect();
+    fixed.sort();
+    cont.sort();
+    assert_eq!(cont, fixed, "continuous batching changed samples");
+
     // The tch backend draws the same samples (same seeding + sampler, logits equal to ~1e-5).
     let samples_tch = run.join("samples/math500-tch");
     let mut c = bin();

@@ -74,10 +74,12 @@ pub struct SampleArgs {
     /// measuring what the shared prefill saves).
     #[arg(long)]
     pub no_shared_prefill: bool,
-    /// Decode fixed batches of `--batch` pairs (each row waits for the batch's longest) instead of
-    /// refilling a finished row's slot at once (same tokens; for measuring what that saves).
+    /// Continuous batching (ONNX Runtime): keep `--batch` rows in flight and refill finished rows'
+    /// slots instead of decoding fixed batches where each row waits for the batch's longest. Same
+    /// tokens where the kernels are batch-invariant; the default fixed batches reproduce a resumed
+    /// run bit for bit on any kernels.
     #[arg(long)]
-    pub fixed_batches: bool,
+    pub continuous: bool,
     /// Answer extraction for verdicts: lenient (evaluation, the default) or strict (as training rewards).
     #[arg(long, value_enum, default_value_t = Mode::Lenient)]
     pub verifier_mode: Mode,
@@ -148,7 +150,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
                     device,
                     threads: args.threads,
                     shared_prefill: !args.no_shared_prefill,
-                    continuous: !args.fixed_batches,
+                    continuous: args.continuous,
                 },
             )
             .with_context(|| format!("loading {}", model_dir.display()))?;

@@ -146,7 +146,8 @@ pub fn generate(
                 let draw = |i: usize, rng: &mut ChaCha8Rng| {
                     sampler.sample_top_k(&idx[i * k..(i + 1) * k], &vals[i * k..(i + 1) * k], rng) as i64
                 };
-                step_rows(draw, params, &caps, pad_id, &mut rngs, &mut done, &mut out, threads)
+                // k candidates a row: too little work for threads.
+                step_rows(draw, params, &caps, pad_id, &mut rngs, &mut done, &mut out, 1)
             } else {
                 let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
                 let flat = Vec::<f32>::try_from(host.view([-1]))?;
@@ -304,6 +305,9 @@ pub fn sample_step(
     threads: usize,
 ) -> Vec<i64> {
     let draw = |i: usize, rng: &mut ChaCha8Rng| sampler.sample(&logits[i * vocab..(i + 1) * vocab], rng) as i64;
+    // Threads only pay off for enough work (spawning costs tens of µs): ≥ 2^16 logits a thread.
+    let live = done.iter().filter(|&&d| !d).count();
+    let threads = threads.min((live * vocab) >> 16).max(1);
     step_rows(draw, params, caps, pad_id, rngs, done, out, threads)
 }
 

@@ -334,7 +334,9 @@ pub fn run(
             }
             m.generate_stream(&reqs, &params, s.seed, s.pad_id, s.batch, &mut |r, g| {
                 let (c, i) = owner[r];
-                let entry = pending.get_mut(&c).expect("a pending chunk");
+                let entry = pending
+                    .get_mut(&c)
+                    .ok_or_else(|| SampleError::Runtime(format!("request {r} finished twice (chunk {c})")))?;
                 entry.1[i] = Some(g);
                 if entry.1.iter().all(Option::is_some) {
                     let (pairs, gens) = pending.remove(&c).expect("present");
@@ -350,6 +352,9 @@ pub fn run(
                 }
                 Ok(())
             })?;
+            if let Some(c) = pending.keys().next() {
+                return Err(SampleError::Runtime(format!("chunk {c} did not finish (a scheduler bug)")));
+            }
         }
         _ => {
             for &c in &missing {

@@ -61,14 +61,17 @@ pub struct OrtOptions {
     /// Rows of a batch with the same prompt prefill once and copy its cache (same tokens either
     /// way; off only to measure what it saves).
     pub shared_prefill: bool,
-    /// `sample` keeps `batch` rows in flight and refills finished rows' slots at once
-    /// ([`OrtModel::generate_stream`]) instead of decoding fixed batches (same tokens either way).
+    /// `sample` keeps `batch` rows in flight and refills finished rows' slots
+    /// ([`OrtModel::generate_stream`]) instead of decoding fixed batches. Every row equals the row
+    /// generated alone where the kernels are batch-invariant (tested on our fixtures); fixed
+    /// batches (the default) reproduce a resumed run bit for bit whatever the kernels do, because a
+    /// resumed chunk is rebuilt from exactly the same rows.
     pub continuous: bool,
 }
 
 impl Default for OrtOptions {
     fn default() -> Self {
-        OrtOptions { device: OrtDevice::Cpu, threads: 0, shared_prefill: true, continuous: true }
+        OrtOptions { device: OrtDevice::Cpu, threads: 0, shared_prefill: true, continuous: false }
     }
 }
 
@@ -408,24 +411,51 @@ impl OrtModel {
     ) -> Result<()> {
         let vocab = self.vocab_size();
         validate_requests(reqs, params, vocab).map_err(SampleError::BadInput)?;
+        if reqs.is_empty() {
+            return Ok(());
+        }
         let slots = slots.max(1);
         let max_pos = self.manifest.max_position_embeddings.unwrap_or(usize::MAX);
         let caps = row_caps(reqs, params.max_new_tokens, max_pos).map_err(SampleError::BadInput)?;
+        if caps.iter().all(|&c| c == 0) {
+            for i in 0..reqs.len() {
+                on_done(i, Generation { tokens: vec![], stopped: false })?;
+            }
+            return Ok(());
+        }
         let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-        let plan =
-            memory::generation_plan(&self.gen_shape(), slots.min(reqs.len().max(1)), longest, params.max_new_tokens);
-        memory::check_fits(&generation_what(slots, longest, params.max_new_tokens), &plan, self.tch_device())?;
+        let (rows_max, max_new) = (slots.min(reqs.len()), caps.iter().copied().max().unwrap_or(0));
+        let plan = memory::generation_plan(&self.gen_shape(), rows_max, longest, max_new);
+        memory::check_fits(&generation_what(rows_max, longest, max_new), &plan, self.tch_device())?;
         let sampler = Sampler::new(params.clone());
         let threads = sampling_threads(self.threads);
         let mut next_req = 0;
+        // The batch: rows in flight and rows already finished (`done`, kept as dead rows fed
+        // padding until the next compaction, so the cache is copied only then).
         let mut rows: Vec<Slot> = vec![];
+        let mut done: Vec<bool> = vec![];
         let mut kv: Option<OrtKv> = None;
         let mut logits: Vec<f32> = vec![];
-        let mut step = 0usize;
         loop {
-            // Refill: finished rows are gone; take new requests when enough slots are free.
+            let dead = done.iter().filter(|&&d| d).count();
+            let live = rows.len() - dead;
+            let want_more = next_req < reqs.len();
+            // Compact (drop dead rows) and refill once a quarter of the slots is dead, or when
+            // nothing is live.
+            if dead > 0 && (live == 0 || dead * 4 >= slots) {
+                let keep: Vec<i64> = (0..rows.len()).filter(|&i| !done[i]).map(|i| i as i64).collect();
+                let old = std::mem::take(&mut rows);
+                rows = old.into_iter().zip(&done).filter(|(_, &d)| !d).map(|(r, _)| r).collect();
+                logits =
+                    keep.iter().flat_map(|&i| logits[i as usize * vocab..(i as usize + 1) * vocab].to_vec()).collect();
+                kv = match kv.take() {
+                    Some(c) if !keep.is_empty() => Some(self.select_kv_rows(c, &keep)?),
+                    _ => None,
+                };
+                done = vec![false; rows.len()];
+            }
             let free = slots - rows.len();
-            if next_req < reqs.len() && free > 0 && (rows.is_empty() || free * 4 >= slots) {
+            if want_more && free > 0 && (rows.is_empty() || free * 4 >= slots) {
                 let take: Vec<usize> = (next_req..reqs.len().min(next_req + free)).collect();
                 next_req += take.len();
                 let (new_rows, new_kv, new_logits) = self.prefill_rows(reqs, &take, &caps, base_seed, pad_id)?;
@@ -434,61 +464,53 @@ impl OrtModel {
                 rows = merged_rows;
                 kv = Some(merged_kv);
                 logits.extend(new_logits);
+                done.resize(rows.len(), false);
             }
             if rows.is_empty() {
                 return Ok(());
             }
-            let b = rows.len();
-            if let Some(row) = non_finite_row(&logits, vocab, &vec![false; b]) {
-                return Err(crate::model::ModelError::NonFiniteLogits { step, row }.into());
+            if let Some(i) = non_finite_row(&logits, vocab, &done) {
+                let r = &rows[i];
+                return Err(SampleError::Ort(format!(
+                    "non-finite logits (NaN or +inf) for request {} after {} generated tokens: the model's weights or activations overflowed",
+                    r.req,
+                    r.out.tokens.len()
+                )));
             }
             let mut rngs: Vec<_> = rows.iter().map(|r| r.rng.clone()).collect();
-            let mut done = vec![false; b];
             let mut outs: Vec<Generation> = rows
                 .iter_mut()
                 .map(|r| std::mem::replace(&mut r.out, Generation { tokens: vec![], stopped: false }))
                 .collect();
             let row_caps: Vec<usize> = rows.iter().map(|r| r.cap).collect();
+            let was_done = done.clone();
             let next = sample_step(
                 &sampler, &logits, vocab, params, &row_caps, pad_id, &mut rngs, &mut done, &mut outs, threads,
             );
-            step += 1;
-            // Hand finished rows out, keep the others (and their cache rows) in order.
-            let mut keep: Vec<i64> = vec![];
-            let mut kept_rows = vec![];
-            let mut kept_next = vec![];
-            for (i, ((mut r, rng), out)) in rows.into_iter().zip(rngs).zip(outs).enumerate() {
+            for (i, (r, (rng, out))) in rows.iter_mut().zip(rngs.into_iter().zip(outs)).enumerate() {
                 r.rng = rng;
                 r.out = out;
-                if done[i] {
-                    on_done(r.req, r.out)?;
-                } else {
-                    keep.push(i as i64);
-                    kept_next.push(next[i]);
-                    kept_rows.push(r);
+                if done[i] && !was_done[i] {
+                    on_done(r.req, std::mem::replace(&mut r.out, Generation { tokens: vec![], stopped: false }))?;
                 }
             }
-            rows = kept_rows;
-            if rows.is_empty() {
-                kv = None;
-                logits.clear();
-                continue;
+            if done.iter().all(|&d| d) {
+                continue; // compaction (and a refill, if any request is left) at the top
             }
-            let mut cache = kv.take().expect("rows imply a cache");
-            if keep.len() < cache.batch {
-                cache = self.select_kv_rows(cache, &keep)?;
-            }
-            // One decode step for the rows still running.
+            // One decode step for the batch; dead rows are fed padding at an unchanged position.
+            let cache = kv.take().expect("rows imply a cache");
             let b = rows.len();
             let mut flat_mask = Vec::with_capacity(b * (cache.len + 1));
             let mut pos = Vec::with_capacity(b);
-            for r in rows.iter_mut() {
+            for (r, &d) in rows.iter_mut().zip(&done) {
                 r.mask.push(1);
                 flat_mask.extend_from_slice(&r.mask);
                 pos.push(r.pos);
-                r.pos += 1;
+                if !d {
+                    r.pos += 1;
+                }
             }
-            let (_, l2, kv2) = self.forward(&kept_next, &flat_mask, &pos, cache, 1)?; // [b, 1, V]
+            let (_, l2, kv2) = self.forward(&next, &flat_mask, &pos, cache, 1)?; // [b, 1, V]
             logits = l2;
             kv = Some(kv2);
         }
@@ -506,7 +528,11 @@ impl OrtModel {
     ) -> Result<(Vec<Slot>, OrtKv, Vec<f32>)> {
         let vocab = self.vocab_size();
         let prompts: Vec<Vec<i64>> = take.iter().map(|&i| reqs[i].prompt.clone()).collect();
-        let (unique, row_of) = unique_prompts(&prompts);
+        let (unique, row_of) = if self.shared_prefill {
+            unique_prompts(&prompts)
+        } else {
+            ((0..prompts.len()).collect(), (0..prompts.len() as i64).collect())
+        };
         let u_prompts: Vec<Vec<i64>> = unique.iter().map(|&i| prompts[i].clone()).collect();
         let up = LeftPadded::new(&u_prompts, pad_id);
         let kv0 = self.empty_kv(unique.len())?;
