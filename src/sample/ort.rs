@@ -112,6 +112,10 @@ impl OrtModel {
         let mut b = Session::builder(&env)
             .map_err(ort_err)?
             .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(ort_err)?
+            // Between runs the sampler works on the host (drawing tokens, managing the cache):
+            // spinning ONNX Runtime workers would take those cores from it.
+            .with_intra_op_spinning(false)
             .map_err(ort_err)?;
         if opts.threads > 0 {
             b = b.with_intra_threads(opts.threads).map_err(ort_err)?;
