@@ -105,19 +105,20 @@ impl Sampler {
         } else if top_p < 1.0 {
             // Full support but only the head matters: grow a sorted prefix until it holds
             // top_p of the total mass (avoids sorting all V entries in the common case).
-            let all: Vec<(usize, f64)> = (0..v).map(|i| (i, (scaled(i) - max).exp())).collect();
-            let total: f64 = all.iter().map(|c| c.1).sum();
+            let mut all: Vec<(usize, f64)> = (0..v).map(|i| (i, (scaled(i) - max).exp())).collect();
+            let total: f64 = all.iter().map(|c| c.1).sum(); // in index order, before any reordering
             let mut m = 64.min(v);
             loop {
-                let mut head = all.clone();
+                // Partition in place (no copy of the row): `desc` is a total order, so the m
+                // largest and their sorted order do not depend on the array's current permutation.
                 if m < v {
-                    head.select_nth_unstable_by(m - 1, desc);
-                    head.truncate(m);
+                    all.select_nth_unstable_by(m - 1, desc);
                 }
-                head.sort_by(desc);
-                let mass: f64 = head.iter().map(|c| c.1).sum();
+                all[..m].sort_by(desc);
+                let mass: f64 = all[..m].iter().map(|c| c.1).sum();
                 if m == v || mass >= top_p * total {
-                    cands = head;
+                    all.truncate(m);
+                    cands = all;
                     break;
                 }
                 m = (m * 4).min(v);
@@ -272,6 +273,43 @@ mod tests {
         assert_eq!(s.sample(&l, &mut rng), argmax(&l));
         assert_eq!(rng.gen::<u64>(), before);
         assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
+    }
+
+    /// The nucleus path (partition in place, grow the head) draws exactly what the textbook
+    /// algorithm draws: sort every token by probability, keep the smallest prefix reaching
+    /// top_p of the total, one uniform draw over it.
+    #[test]
+    fn nucleus_equals_full_sort_reference() {
+        use rand::SeedableRng;
+        let mut g = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for case in 0..40 {
+            let v = [5usize, 64, 65, 300, 2000][case % 5];
+            // Peaked and flat rows alike (the head grows past 64 on the flat ones).
+            let spread = if case % 2 == 0 { 8.0 } else { 0.3 };
+            let l: Vec<f32> = (0..v).map(|_| (g.gen::<f64>() * spread) as f32).collect();
+            let p = SamplingParams { temperature: 0.7, top_p: [0.5, 0.9, 0.99][case % 3], ..Default::default() };
+            let s = Sampler::new(p.clone());
+            let mut r1 = row_rng(case as u64, 1, 2);
+            let mut r2 = r1.clone();
+            for _ in 0..20 {
+                let got = s.sample(&l, &mut r1);
+                let inv_t = 1.0 / p.temperature;
+                let max = l[argmax(&l)] as f64 * inv_t;
+                let all: Vec<(usize, f64)> = (0..v).map(|i| (i, (l[i] as f64 * inv_t - max).exp())).collect();
+                let total: f64 = all.iter().map(|c| c.1).sum();
+                let mut sorted = all.clone();
+                sorted.sort_by(desc);
+                let (mut acc, mut n) = (0.0, 0);
+                for c in &sorted {
+                    acc += c.1;
+                    n += 1;
+                    if acc >= p.top_p * total {
+                        break;
+                    }
+                }
+                assert_eq!(got, draw(&sorted[..n], acc, &mut r2), "case {case}");
+            }
+        }
     }
 
     #[test]
