@@ -285,7 +285,8 @@ pub fn run(
     let t0 = std::time::Instant::now();
     let mut samples_done: usize = done.iter().map(|&c| chunk_pairs(problems.len(), s.k, s.batch, c).len()).sum();
     progress(samples_done, 0);
-    let make_records = |pairs: &[(usize, usize)], gens: &[Generation]| -> Result<(Vec<SampleRecord>, usize, usize)> {
+    // Scores a finished chunk's generations, commits the chunk whole, counts it.
+    let mut finish_chunk = |c: usize, pairs: &[(usize, usize)], gens: &[Generation]| -> Result<()> {
         let (mut records, mut tokens, mut prompt_tokens) = (Vec::with_capacity(pairs.len()), 0, 0);
         for (&(p, j), g) in pairs.iter().zip(gens) {
             let ids: Vec<u32> = g.tokens.iter().map(|&t| t as u32).collect();
@@ -305,7 +306,14 @@ pub fn run(
                 token_ids: g.tokens.clone(),
             });
         }
-        Ok((records, tokens, prompt_tokens))
+        store.commit_chunk(c, &records)?;
+        stats.chunks_generated += 1;
+        stats.samples_generated += records.len();
+        stats.tokens_generated += tokens;
+        stats.prompt_tokens += prompt_tokens;
+        samples_done += records.len();
+        progress(samples_done, tokens);
+        Ok(())
     };
     let request = |&(p, j): &(usize, usize)| GenRequest {
         prompt: encoded[p].clone(),
@@ -341,14 +349,7 @@ pub fn run(
                 if entry.1.iter().all(Option::is_some) {
                     let (pairs, gens) = pending.remove(&c).expect("present");
                     let gens: Vec<Generation> = gens.into_iter().map(|g| g.expect("complete")).collect();
-                    let (records, tokens, prompt_tokens) = make_records(&pairs, &gens)?;
-                    store.commit_chunk(c, &records)?;
-                    stats.chunks_generated += 1;
-                    stats.samples_generated += records.len();
-                    stats.tokens_generated += tokens;
-                    stats.prompt_tokens += prompt_tokens;
-                    samples_done += records.len();
-                    progress(samples_done, tokens);
+                    finish_chunk(c, &pairs, &gens)?;
                 }
                 Ok(())
             })?;
@@ -361,14 +362,7 @@ pub fn run(
                 let pairs = chunk_pairs(problems.len(), s.k, s.batch, c);
                 let reqs: Vec<GenRequest> = pairs.iter().map(request).collect();
                 let gens = backend.generate(&reqs, &params, s.seed, s.pad_id)?;
-                let (records, tokens, prompt_tokens) = make_records(&pairs, &gens)?;
-                store.commit_chunk(c, &records)?;
-                stats.chunks_generated += 1;
-                stats.samples_generated += records.len();
-                stats.tokens_generated += tokens;
-                stats.prompt_tokens += prompt_tokens;
-                samples_done += records.len();
-                progress(samples_done, tokens);
+                finish_chunk(c, &pairs, &gens)?;
             }
         }
     }
