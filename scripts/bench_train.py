@@ -77,6 +77,22 @@ def pack_rollouts(rollouts_path):
     return ids, mask, torch.tensor(gather), torch.tensor(targets), torch.tensor(adv)
 
 
+def wreinforce_backward(response_logits, targets, adv, n):
+    """The update's loss, as verl writes it, and its backward: old log-probs by a no-grad forward,
+    log-softmax over the response logits, clipped surrogate (ε 0.2), entropy bonus 1e-4, token-mean."""
+    import torch
+
+    with torch.no_grad():
+        old = torch.log_softmax(response_logits().float(), -1).gather(-1, targets[:, None]).squeeze(-1)
+    lp_all = torch.log_softmax(response_logits().float(), -1)
+    logp = lp_all.gather(-1, targets[:, None]).squeeze(-1)
+    ent = -(lp_all.exp() * lp_all).sum(-1)
+    ratio = torch.exp(logp - old)
+    pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2))
+    loss = pg.sum() / n - 1e-4 * ent.sum() / n
+    loss.backward()
+
+
 def torch_bench(a, model_dir, rollouts_path):
     import torch
     from transformers import AutoModelForCausalLM
@@ -95,15 +111,7 @@ def torch_bench(a, model_dir, rollouts_path):
     times = []
     for i in range(a.warmup + a.iters):
         t0 = time.perf_counter()
-        with torch.no_grad():
-            old = torch.log_softmax(response_logits().float(), -1).gather(-1, targets[:, None]).squeeze(-1)
-        lp_all = torch.log_softmax(response_logits().float(), -1)
-        logp = lp_all.gather(-1, targets[:, None]).squeeze(-1)
-        ent = -(lp_all.exp() * lp_all).sum(-1)
-        ratio = torch.exp(logp - old)
-        pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2))
-        loss = pg.sum() / n - 1e-4 * ent.sum() / n
-        loss.backward()
+        wreinforce_backward(response_logits, targets, adv, n)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=False)

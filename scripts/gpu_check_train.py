@@ -64,7 +64,7 @@ def torch_update(model_dir, rollouts_path, policy, iters, warmup, device):
     model.config.use_cache = False
     model.train()
     sys.path.insert(0, HERE)
-    from bench_train import pack_rollouts
+    from bench_train import pack_rollouts, wreinforce_backward
 
     ids, mask, gather, targets, adv = pack_rollouts(rollouts_path)
     ids, mask, gather, targets, adv = (x.to(device) for x in (ids, mask, gather, targets, adv))
@@ -85,15 +85,7 @@ def torch_update(model_dir, rollouts_path, policy, iters, warmup, device):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        with torch.no_grad():
-            old = torch.log_softmax(response_logits().float(), -1).gather(-1, targets[:, None]).squeeze(-1)
-        lp_all = torch.log_softmax(response_logits().float(), -1)
-        logp = lp_all.gather(-1, targets[:, None]).squeeze(-1)
-        ent = -(lp_all.exp() * lp_all).sum(-1)
-        ratio = torch.exp(logp - old)
-        pg = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 0.8, 1.2))
-        loss = pg.sum() / n - 1e-4 * ent.sum() / n
-        loss.backward()
+        wreinforce_backward(response_logits, targets, adv, n)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
