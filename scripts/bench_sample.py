@@ -46,14 +46,14 @@ def make_model(d: Path, hidden: int, layers: int, vocab: int) -> None:
     Qwen2ForCausalLM(cfg).to(torch.float32).save_pretrained(d, safe_serialization=True)
 
 
-def ours(binary, backend, model_flag, model_dir, out_dir, batch, new_tokens, threads):
-    bench = out_dir / f"bench-{backend}-{batch}.json"
+def ours(binary, backend, model_flag, model_dir, out_dir, batch, new_tokens, threads, extra=(), tag=""):
+    bench = out_dir / f"bench-{backend}{tag}-{batch}.json"
     cmd = [
         str(binary), "sample", "--backend", backend, model_flag, str(model_dir), "--dataset", "math500",
         "--limit", "1", "--k", str(batch), "--batch", str(batch), "--max-new-tokens", str(new_tokens),
         "--ignore-eos", "--template", "qwen2.5-math", "--temperature", str(T), "--top-p", str(TOP_P),
         "--top-k", str(TOP_K), "--seed", "0", "--threads", str(threads),
-        "--out", str(out_dir / f"samples-{backend}-{batch}"), "--bench-json", str(bench),
+        "--out", str(out_dir / f"samples-{backend}{tag}-{batch}"), "--bench-json", str(bench), *extra,
     ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     j = json.loads(bench.read_text())
@@ -107,12 +107,29 @@ def main():
         rows = []
         for b in [int(x) for x in a.batches.split(",")]:
             ort_tps, ort_s = ours(a.bin, "ort", "--onnx", onnx_dir, td, b, a.new_tokens, a.threads)
+            # The ORT sampler with this switches off: the full [B, V] logits copied to the
+            # host every step (no TopK in the graph) and every row prefilling its own prompt.
+            host_tps, host_s = ours(a.bin, "ort", "--onnx", onnx_dir, td, b, a.new_tokens, a.threads,
+                                    ["--no-graph-top-k"], "-host")
+            base_tps, base_s = ours(a.bin, "ort", "--onnx", onnx_dir, td, b, a.new_tokens, a.threads,
+                                    ["--no-graph-top-k", "--no-shared-prefill"], "-base")
+            same = all(
+                (td / f"samples-ort{t}-{b}" / "chunk-000000.jsonl").read_bytes()
+                == (td / f"samples-ort-{b}" / "chunk-000000.jsonl").read_bytes()
+                for t in ["-host", "-base"]
+            )
             tch_tps, tch_s = ours(a.bin, "tch", "--model", hf_dir, td, b, a.new_tokens, a.threads)
             hf_tps, hf_s = hf(hf_dir, prompt, b, a.new_tokens, a.threads)
             row = {
                 "batch": b, "new_tokens": a.new_tokens,
-                "tokens_per_s": {"ort": ort_tps, "tch": tch_tps, "transformers": hf_tps},
-                "seconds": {"ort": ort_s, "tch": tch_s, "transformers": hf_s},
+                "tokens_per_s": {"ort": ort_tps, "ort_no_graph_top_k": host_tps,
+                                 "ort_no_graph_top_k_no_shared_prefill": base_tps, "tch": tch_tps,
+                                 "transformers": hf_tps},
+                "seconds": {"ort": ort_s, "ort_no_graph_top_k": host_s,
+                            "ort_no_graph_top_k_no_shared_prefill": base_s, "tch": tch_s, "transformers": hf_s},
+                "ort_records_identical_across_switches": same,
+                "ort_over_ort_no_graph_top_k_no_shared_prefill": ort_tps / base_tps,
+                "ort_over_tch": ort_tps / tch_tps,
                 "ort_over_transformers": ort_tps / hf_tps, "tch_over_transformers": tch_tps / hf_tps,
             }
             print(json.dumps(row), flush=True)

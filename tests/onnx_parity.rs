@@ -242,3 +242,76 @@ fn continuous_batching_rows_equal_rows_alone() {
         }
     }
 }
+
+/// Top-k and greedy steps select their candidates inside the graph (`TopK`, only `[B, k]` values
+/// reach the host): the same tokens as drawing from the full rows on the host, in fixed batches
+/// and continuous batching, f32 and f16 exports (f16 logits tie often: `TopK` breaks ties by the
+/// lower id, as the host sampler does).
+#[test]
+fn graph_top_k_draws_equal_full_row_draws() {
+    let prompts = [ids_single(), vec![9, 250, 128], vec![44, 45, 46, 500, 3, 77, 12, 13]];
+    let reqs: Vec<GenRequest> = (0..6u64)
+        .map(|s| GenRequest { prompt: prompts[(s % 3) as usize].clone(), problem_id: 30 + s % 3, sample_idx: s })
+        .collect();
+    let settings = [
+        SamplingParams { temperature: 0.7, top_p: 0.8, top_k: 20, max_new_tokens: 16, stop_ids: (0..30).collect() },
+        SamplingParams { temperature: 1.3, top_p: 1.0, top_k: 3, max_new_tokens: 16, stop_ids: vec![2] },
+        SamplingParams::greedy(16),
+    ];
+    for (arch, dtype) in [("qwen2", ExportDType::F32), ("qwen3", ExportDType::F32), ("qwen3", ExportDType::F16)] {
+        let dir = tempfile::tempdir().unwrap();
+        export::export(&fixture_dir(arch), dir.path(), &ExportOptions { dtype }).unwrap();
+        let load = |graph_top_k| {
+            OrtModel::load(dir.path(), &OrtOptions { threads: 1, graph_top_k, ..Default::default() }).unwrap()
+        };
+        let (mut graph, mut host) = (load(true), load(false));
+        for p in &settings {
+            assert!(graph.step_top_k(p).is_some() && host.step_top_k(p).is_none(), "the two paths differ");
+            let want = host.generate(&reqs, p, 5, 0).unwrap();
+            assert_eq!(graph.generate(&reqs, p, 5, 0).unwrap(), want, "{arch} {dtype:?} {p:?}");
+            let mut got = vec![None; reqs.len()];
+            graph
+                .generate_stream(&reqs, p, 5, 0, 4, &mut |i, g| {
+                    got[i] = Some(g);
+                    Ok(())
+                })
+                .unwrap();
+            let got: Vec<_> = got.into_iter().map(Option::unwrap).collect();
+            assert_eq!(got, want, "{arch} {dtype:?} {p:?}: continuous");
+        }
+        // Top-p alone needs the whole row: no candidates are selected in the graph.
+        let p = SamplingParams { temperature: 1.0, top_p: 0.9, top_k: 0, max_new_tokens: 4, stop_ids: vec![] };
+        assert!(graph.step_top_k(&p).is_none());
+    }
+}
+
+/// A row whose logits overflow (an f16 export of weights that are finite in f32 but push a logit
+/// past f16's range) stops generation with a non-finite-logits error on both paths: the graph's
+/// row sums catch what `TopK` alone would hide.
+#[test]
+fn overflowing_logits_are_an_error_on_both_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lm = model::load_model(&fixture_dir("qwen2"), Device::Cpu, DType::F32).unwrap();
+    let head = if lm.model.cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+    tch::no_grad(|| {
+        let w = lm.vs.variables()[head].shallow_clone();
+        // Rows 3 and 4 = ±60,000 everywhere: one of their logits is beyond f16's 65,504 unless
+        // the normed hidden state sums to almost exactly zero.
+        let _ = w.get(3).fill_(60_000.0);
+        let _ = w.get(4).fill_(-60_000.0);
+    });
+    let src = tmp.path().join("hf");
+    lm.save(&src, &Default::default()).unwrap();
+    let onnx = tmp.path().join("onnx");
+    export::export(&src, &onnx, &ExportOptions { dtype: ExportDType::F16 }).unwrap();
+    let reqs = &requests()[2..];
+    for graph_top_k in [true, false] {
+        let mut m = OrtModel::load(&onnx, &OrtOptions { threads: 1, graph_top_k, ..Default::default() }).unwrap();
+        for p in
+            [SamplingParams::greedy(4), SamplingParams { top_k: 5, max_new_tokens: 4, ..SamplingParams::default() }]
+        {
+            let e = m.generate(reqs, &p, 0, 0).unwrap_err().to_string();
+            assert!(e.contains("non-finite") || e.contains("NaN"), "graph_top_k {graph_top_k}: {e}");
+        }
+    }
+}

@@ -80,6 +80,10 @@ pub struct SampleArgs {
     /// run bit for bit on any kernels.
     #[arg(long)]
     pub continuous: bool,
+    /// Draw top-k / greedy steps from the full logits copied to the host instead of the graph's
+    /// own `TopK` output (same tokens; for measuring what selecting in the graph saves).
+    #[arg(long)]
+    pub no_graph_top_k: bool,
     /// Answer extraction for verdicts: lenient (evaluation, the default) or strict (as training rewards).
     #[arg(long, value_enum, default_value_t = Mode::Lenient)]
     pub verifier_mode: Mode,
@@ -151,6 +155,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
                     threads: args.threads,
                     shared_prefill: !args.no_shared_prefill,
                     continuous: args.continuous,
+                    graph_top_k: !args.no_graph_top_k,
                 },
             )
             .with_context(|| format!("loading {}", model_dir.display()))?;

@@ -9,12 +9,19 @@
 //! | in `position_ids` | [B, S] | int64 |
 //! | in `past_key_values.{i}.key` / `.value` | [B, K, P, D] | model dtype |
 //! | in `logits_to_keep` (optional, default 0) | [] | int64: 0 = all positions, n = last n |
+//! | in `top_k` (optional, default 1) | [] | int64, 1 ≤ k ≤ V: how many candidates `top_*` keep |
 //! | out `logits` | [B, S or n, V] | float32 |
+//! | out `top_logits` / `top_ids` | [B, S or n, k] | float32 / int64: the k largest logits, descending (ties: lower id first) |
+//! | out `logit_sums` | [B, S or n] | float32: each row's sum — NaN or +inf iff the row holds NaN or +inf (barring overflow) |
 //! | out `present.{i}.key` / `.value` | [B, K, P+S, D] | model dtype |
 //!
 //! Numerics follow `crate::model::qwen` (itself transformers): RMSNorm in f32, RoPE tables in f32
 //! cast to the model dtype, softmax in f32 with an additive mask built from causal ∧ key-is-real,
 //! plus the diagonal (so padding queries never see an all-masked row).
+//!
+//! A sampler that draws from the top k (or greedily, k = 1) asks for `top_*` and `logit_sums`
+//! instead of `logits`: ONNX Runtime then runs `TopK` in the graph, prunes the `logits` output,
+//! and only `[B, k]` values cross to the host instead of `[B, V]` (151,936 for Qwen).
 
 use super::proto::{self, data_type as dt, *};
 use super::{ExportError, Result};
@@ -370,7 +377,14 @@ fn write_export(
         int64_data: vec![0],
         ..Default::default()
     });
-    let mut outputs = vec![value_info("logits", dt::FLOAT, &["batch", "logits_seq", &v.to_string()])];
+    inputs.push(value_info("top_k", dt::INT64, &[]));
+    g.inits.push(TensorProto { name: "top_k".into(), data_type: dt::INT64, int64_data: vec![1], ..Default::default() });
+    let mut outputs = vec![
+        value_info("logits", dt::FLOAT, &["batch", "logits_seq", &v.to_string()]),
+        value_info("top_logits", dt::FLOAT, &["batch", "logits_seq", "top_k"]),
+        value_info("top_ids", dt::INT64, &["batch", "logits_seq", "top_k"]),
+        value_info("logit_sums", dt::FLOAT, &["batch", "logits_seq"]),
+    ];
     for i in 0..nl {
         outputs.push(value_info(&format!("present.{i}.key"), mdt, &pres_dims));
         outputs.push(value_info(&format!("present.{i}.value"), mdt, &pres_dims));
@@ -549,6 +563,19 @@ fn write_export(
     } else {
         g.op_named("Reshape", &[&l2, &out_shape], vec![], "logits");
     }
+    // ---- the k best logits of each kept position, and each row's sum (finiteness check) ----
+    let k1 = g.op("Unsqueeze", &["top_k", &ax0], vec![]); // [1]
+    g.n += 1;
+    g.nodes.push(NodeProto {
+        input: vec!["logits".into(), k1],
+        output: vec!["top_logits".into(), "top_ids".into()],
+        name: format!("TopK_{}", g.n),
+        op_type: "TopK".into(),
+        attribute: vec![attr_i("axis", -1), attr_i("largest", 1), attr_i("sorted", 1)],
+        ..Default::default()
+    });
+    let last = g.c_i64(&[1], &[-1]);
+    g.op_named("ReduceSum", &["logits", &last], vec![attr_i("keepdims", 0)], "logit_sums");
 
     // ---- finish the data file and write the model ----
     let data_bytes = g.offset;

@@ -137,17 +137,20 @@ pub fn generate(
         let top_k = (params.top_k > 0 && (params.top_k as i64) < vocab && !params.is_greedy()).then_some(params.top_k);
         for step in 0..max_new {
             let next = if let Some(k) = top_k {
-                let (vals, idx) = logits.to_kind(Kind::Float).topk(k as i64, -1, true, true); // [B, k] each
-                let vals = Vec::<f32>::try_from(vals.to_device(Device::Cpu).contiguous().view([-1]))?;
-                if let Some(row) = non_finite_row(&vals, k, &done) {
+                let logits = logits.to_kind(Kind::Float);
+                let (vals, idx) = logits.topk(k as i64, -1, true, true); // [B, k] each
+                let sums = logits.sum_dim_intlist(-1, false, Kind::Float); // [B]: the finiteness check
+                let host = |t: Tensor| t.to_device(Device::Cpu).contiguous().view([-1]);
+                let scores = StepScores::top(
+                    Vec::<f32>::try_from(host(vals))?,
+                    Vec::<i64>::try_from(host(idx))?,
+                    Vec::<f32>::try_from(host(sums))?,
+                    k,
+                );
+                if let Some(row) = scores.non_finite_row(&done) {
                     return Err(ModelError::NonFiniteLogits { step, row });
                 }
-                let idx = Vec::<i64>::try_from(idx.to_device(Device::Cpu).contiguous().view([-1]))?;
-                let draw = |i: usize, rng: &mut ChaCha8Rng| {
-                    sampler.sample_top_k(&idx[i * k..(i + 1) * k], &vals[i * k..(i + 1) * k], rng) as i64
-                };
-                // k candidates a row: too little work for threads.
-                step_rows(draw, params, &caps, pad_id, &mut rngs, &mut done, &mut out, 1)
+                scores.draw(&sampler, params, &caps, pad_id, &mut rngs, &mut done, &mut out, 1)
             } else {
                 let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
                 let flat = Vec::<f32>::try_from(host.view([-1]))?;
@@ -271,6 +274,122 @@ pub fn preflight(
 pub fn generation_what(batch: usize, prompt_len: usize, max_new: usize) -> String {
     let rows = if batch == 1 { "row" } else { "rows" };
     format!("generating {max_new} new tokens for {batch} {rows} after a {prompt_len}-token prompt")
+}
+
+/// What one forward step hands the sampler for each row: either the full `[V]` logits, or — when
+/// the draw needs only the k best (top-k sampling, or greedy with k = 1) and the backend selects
+/// them itself — the k best logits in descending order, their token ids and the row's logit sum
+/// (NaN or +inf iff the row holds NaN or +inf). Both give the same tokens for the same seeds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepScores {
+    /// Values per row: V (full rows) or k.
+    pub width: usize,
+    /// [B, width] row-major.
+    pub vals: Vec<f32>,
+    /// [B, width] token ids of `vals`; empty for full rows (the id is the column).
+    pub ids: Vec<i64>,
+    /// [B] each full row's sum; empty for full rows.
+    pub sums: Vec<f32>,
+}
+
+impl StepScores {
+    pub fn full(logits: Vec<f32>, vocab: usize) -> Self {
+        StepScores { width: vocab, vals: logits, ids: vec![], sums: vec![] }
+    }
+
+    pub fn top(vals: Vec<f32>, ids: Vec<i64>, sums: Vec<f32>, k: usize) -> Self {
+        debug_assert!(vals.len() == ids.len() && vals.len() == sums.len() * k);
+        StepScores { width: k, vals, ids, sums }
+    }
+
+    pub fn is_top(&self) -> bool {
+        !self.ids.is_empty()
+    }
+
+    pub fn rows(&self) -> usize {
+        self.vals.len() / self.width.max(1)
+    }
+
+    /// The rows `index` (repeats allowed), in that order.
+    pub fn select(&self, index: &[i64]) -> Self {
+        let w = self.width;
+        let rows = |x: &[f32]| -> Vec<f32> {
+            index.iter().flat_map(|&i| x[i as usize * w..(i as usize + 1) * w].iter().copied()).collect()
+        };
+        StepScores {
+            width: w,
+            vals: rows(&self.vals),
+            ids: if self.is_top() {
+                index.iter().flat_map(|&i| self.ids[i as usize * w..(i as usize + 1) * w].iter().copied()).collect()
+            } else {
+                vec![]
+            },
+            sums: index.iter().filter_map(|&i| self.sums.get(i as usize).copied()).collect(),
+        }
+    }
+
+    /// Appends `other`'s rows (same kind and width; `self` may be empty).
+    pub fn extend(&mut self, other: StepScores) {
+        if self.vals.is_empty() {
+            *self = other;
+            return;
+        }
+        assert_eq!((self.width, self.is_top()), (other.width, other.is_top()), "mixing kinds of step scores");
+        self.vals.extend(other.vals);
+        self.ids.extend(other.ids);
+        self.sums.extend(other.sums);
+    }
+
+    /// The first unfinished row holding a NaN or +inf, if any.
+    pub fn non_finite_row(&self, done: &[bool]) -> Option<usize> {
+        if self.is_top() {
+            let bad = |x: f32| x.is_nan() || x == f32::INFINITY;
+            (0..self.sums.len()).find(|&i| !done.get(i).copied().unwrap_or(false) && bad(self.sums[i]))
+        } else {
+            non_finite_row(&self.vals, self.width, done)
+        }
+    }
+
+    /// [`sample_step`] over these scores: full rows as there, top-k rows through
+    /// [`Sampler::sample_top_k`] (greedy: the first candidate, the row's argmax).
+    #[allow(clippy::too_many_arguments)]
+    pub fn draw(
+        &self,
+        sampler: &Sampler,
+        params: &SamplingParams,
+        caps: &[usize],
+        pad_id: i64,
+        rngs: &mut [ChaCha8Rng],
+        done: &mut [bool],
+        out: &mut [Generation],
+        threads: usize,
+    ) -> Vec<i64> {
+        if !self.is_top() {
+            return sample_step(sampler, &self.vals, self.width, params, caps, pad_id, rngs, done, out, threads);
+        }
+        let k = self.width;
+        let draw = |i: usize, rng: &mut ChaCha8Rng| {
+            if params.is_greedy() {
+                self.ids[i * k]
+            } else {
+                sampler.sample_top_k(&self.ids[i * k..(i + 1) * k], &self.vals[i * k..(i + 1) * k], rng) as i64
+            }
+        };
+        // k candidates a row: too little work for threads.
+        step_rows(draw, params, caps, pad_id, rngs, done, out, 1)
+    }
+}
+
+/// How many candidates a step must keep per row for `params` (greedy: 1; top-k: k), or `None`
+/// when the draw needs the full row (top-p alone, or plain temperature sampling).
+pub fn top_candidates(params: &SamplingParams, vocab: usize) -> Option<usize> {
+    if params.is_greedy() {
+        Some(1)
+    } else if params.top_k > 0 && params.top_k < vocab {
+        Some(params.top_k)
+    } else {
+        None
+    }
 }
 
 /// The first unfinished row of `logits` (`[B, width]` row-major: all logits or the top-k

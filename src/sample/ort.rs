@@ -4,18 +4,23 @@
 //!
 //! The `present.*` outputs of one step are fed back as the `past_key_values.*` inputs of the
 //! next without leaving ONNX Runtime's memory (no host copies of the cache).
+//!
+//! When the draw needs only the k best logits of a row (top-k sampling; greedy with k = 1), the
+//! session is asked for the graph's `top_logits` / `top_ids` / `logit_sums` instead of `logits`:
+//! `TopK` runs inside ONNX Runtime and `[B, k]` values reach the host instead of `[B, V]`
+//! (exports made before those outputs existed fall back to full rows).
 
 use super::{Result, SampleError};
 use crate::export::{read_manifest, ExportDType, ExportManifest, ONNX_FILE};
 use crate::model::generate::{
-    generation_what, non_finite_row, row_caps, sample_step, sampling_threads, unique_prompts, validate_requests,
-    GenRequest, Generation, LeftPadded,
+    generation_what, row_caps, sampling_threads, top_candidates, unique_prompts, validate_requests, GenRequest,
+    Generation, LeftPadded, StepScores,
 };
 use crate::model::memory::{self, GenShape};
 use crate::model::sampler::{row_rng, Sampler, SamplingParams};
 use ort::environment::Environment;
 use ort::memory::Allocator;
-use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::session::{builder::GraphOptimizationLevel, HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{DynTensor, DynValue, Tensor, TensorElementType};
 use std::path::{Path, PathBuf};
 
@@ -67,11 +72,14 @@ pub struct OrtOptions {
     /// batches (the default) reproduce a resumed run bit for bit whatever the kernels do, because a
     /// resumed chunk is rebuilt from exactly the same rows.
     pub continuous: bool,
+    /// Top-k and greedy steps select their candidates inside the graph (`TopK`), so only `[B, k]`
+    /// values reach the host (same tokens either way; off only to measure what it saves).
+    pub graph_top_k: bool,
 }
 
 impl Default for OrtOptions {
     fn default() -> Self {
-        OrtOptions { device: OrtDevice::Cpu, threads: 0, shared_prefill: true, continuous: false }
+        OrtOptions { device: OrtDevice::Cpu, threads: 0, shared_prefill: true, continuous: false, graph_top_k: true }
     }
 }
 
@@ -99,8 +107,13 @@ pub struct OrtModel {
     threads: usize,
     /// See [`OrtOptions::continuous`].
     pub continuous: bool,
-    output_names: Vec<String>,
+    /// Run options asking for the full `logits` (first) or for the top-k outputs (second; `None`
+    /// for exports without them).
+    run_full: RunOptions<HasSelectedOutputs>,
+    run_top: Option<RunOptions<HasSelectedOutputs>>,
 }
+
+const TOP_OUTPUTS: [&str; 3] = ["top_logits", "top_ids", "logit_sums"];
 
 impl OrtModel {
     /// Loads an export, after checking its files against `fingerprint.json` (a changed or
@@ -143,7 +156,18 @@ impl OrtModel {
         };
         let path = dir.join(ONNX_FILE);
         let session = b.commit_from_file(&path).map_err(|e| SampleError::Ort(format!("{}: {e}", path.display())))?;
-        let output_names = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        let output_names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
+        // Each kind of step asks only for its outputs, so ONNX Runtime prunes the other branch.
+        let select = |skip: &[&str]| -> Result<RunOptions<HasSelectedOutputs>> {
+            let sel = output_names
+                .iter()
+                .filter(|n| !skip.contains(&n.as_str()))
+                .fold(OutputSelector::no_default(), |sel, n| sel.with(n.as_str()));
+            Ok(RunOptions::new().map_err(ort_err)?.with_outputs(sel))
+        };
+        let has_top = TOP_OUTPUTS.iter().all(|t| output_names.iter().any(|n| n == t));
+        let run_full = select(&TOP_OUTPUTS)?;
+        let run_top = if has_top && opts.graph_top_k { Some(select(&["logits"])?) } else { None };
         let kv_type = match manifest.dtype {
             ExportDType::F32 => TensorElementType::Float32,
             ExportDType::F16 => TensorElementType::Float16,
@@ -157,7 +181,8 @@ impl OrtModel {
             device: opts.device,
             fingerprint,
             kv_type,
-            output_names,
+            run_full,
+            run_top,
             shared_prefill: opts.shared_prefill,
             threads: opts.threads,
             continuous: opts.continuous,
@@ -225,6 +250,12 @@ impl OrtModel {
         Ok(OrtKv { values, len: kv.len, batch: rows.len() })
     }
 
+    /// How many candidates a generation step keeps per row for `params` (see
+    /// [`top_candidates`]); `None` (full rows) also for exports without the top-k outputs.
+    pub fn step_top_k(&self, params: &SamplingParams) -> Option<usize> {
+        self.run_top.as_ref().and(top_candidates(params, self.vocab_size()))
+    }
+
     /// One forward call. `input_ids`, `position_ids`: [B, S] row-major; `attention_mask`:
     /// [B, P+S]; `kv`: the cache for P tokens. Returns (logits shape [B, S', V], logits, new cache)
     /// where S' = S if `logits_to_keep` is 0, else `logits_to_keep`.
@@ -236,6 +267,34 @@ impl OrtModel {
         kv: OrtKv,
         logits_to_keep: usize,
     ) -> Result<(Vec<usize>, Vec<f32>, OrtKv)> {
+        let (shape, scores, kv) =
+            self.forward_scores(input_ids, attention_mask, position_ids, kv, logits_to_keep, None)?;
+        Ok((shape, scores.vals, kv))
+    }
+
+    /// [`OrtModel::forward`] of the last position only (`logits_to_keep` 1), returning what a
+    /// generation step draws from: full rows, or with `top` = Some(k) the k best of each row.
+    fn step(
+        &mut self,
+        input_ids: &[i64],
+        attention_mask: &[i64],
+        position_ids: &[i64],
+        kv: OrtKv,
+        top: Option<usize>,
+    ) -> Result<(StepScores, OrtKv)> {
+        let (_, scores, kv) = self.forward_scores(input_ids, attention_mask, position_ids, kv, 1, top)?;
+        Ok((scores, kv))
+    }
+
+    fn forward_scores(
+        &mut self,
+        input_ids: &[i64],
+        attention_mask: &[i64],
+        position_ids: &[i64],
+        kv: OrtKv,
+        logits_to_keep: usize,
+        top: Option<usize>,
+    ) -> Result<(Vec<usize>, StepScores, OrtKv)> {
         let b = kv.batch;
         if b == 0 || !input_ids.len().is_multiple_of(b) {
             return Err(SampleError::BadInput(format!(
@@ -260,15 +319,34 @@ impl OrtModel {
         inputs.push(("attention_mask".into(), t_mask.into_dyn()));
         inputs.push(("position_ids".into(), t_pos.into_dyn()));
         inputs.push(("logits_to_keep".into(), t_keep.into_dyn()));
+        if let Some(k) = top {
+            let t_k = Tensor::from_array(((), vec![k as i64])).map_err(ort_err)?;
+            inputs.push(("top_k".into(), t_k.into_dyn()));
+        }
         for (j, v) in kv.values.into_iter().enumerate() {
             let kind = if j % 2 == 0 { "key" } else { "value" };
             inputs.push((format!("past_key_values.{}.{kind}", j / 2), v));
         }
-        let mut out = self.session.run(inputs).map_err(ort_err)?;
-        let (shape, logits) = {
-            let l = out.get("logits").ok_or_else(|| SampleError::Ort("no logits output".into()))?;
-            let (shape, data) = l.try_extract_tensor::<f32>().map_err(ort_err)?;
-            (shape.iter().map(|&d| d as usize).collect::<Vec<_>>(), data.to_vec())
+        let run = match (top, &self.run_top) {
+            (Some(_), Some(r)) => r,
+            (Some(_), None) => {
+                return Err(SampleError::Ort("this export has no top-k outputs (export it again)".into()))
+            }
+            (None, _) => &self.run_full,
+        };
+        let mut out = self.session.run_with_options(inputs, run).map_err(ort_err)?;
+        let get = |name: &str| out.get(name).ok_or_else(|| SampleError::Ort(format!("no {name} output")));
+        let (shape, scores) = if let Some(k) = top {
+            let (shape, vals) = get("top_logits")?.try_extract_tensor::<f32>().map_err(ort_err)?;
+            let (_, ids) = get("top_ids")?.try_extract_tensor::<i64>().map_err(ort_err)?;
+            let (_, sums) = get("logit_sums")?.try_extract_tensor::<f32>().map_err(ort_err)?;
+            let shape = shape.iter().map(|&d| d as usize).collect::<Vec<_>>();
+            (shape, StepScores::top(vals.to_vec(), ids.to_vec(), sums.to_vec(), k))
+        } else {
+            let (shape, data) = get("logits")?.try_extract_tensor::<f32>().map_err(ort_err)?;
+            let shape = shape.iter().map(|&d| d as usize).collect::<Vec<_>>();
+            let v = shape.last().copied().unwrap_or(0);
+            (shape, StepScores::full(data.to_vec(), v))
         };
         let mut values = Vec::with_capacity(2 * nl);
         for i in 0..nl {
@@ -277,8 +355,7 @@ impl OrtModel {
                 values.push(out.remove(&name).ok_or_else(|| SampleError::Ort(format!("no output {name}")))?);
             }
         }
-        let _ = &self.output_names;
-        Ok((shape, logits, OrtKv { values, len: t, batch: b }))
+        Ok((shape, scores, OrtKv { values, len: t, batch: b }))
     }
 
     /// Logits of one sequence without a cache: [T, V] (`all_positions`) or [V].
@@ -326,6 +403,7 @@ impl OrtModel {
         memory::check_fits(&generation_what(b, longest, max_new), &plan, self.tch_device())?;
         let sampler = Sampler::new(params.clone());
         let threads = sampling_threads(self.threads);
+        let top = self.step_top_k(params);
         let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
         let mut out = vec![Generation { tokens: vec![], stopped: false }; b];
         if max_new == 0 {
@@ -342,29 +420,23 @@ impl OrtModel {
         // Shared prefill: rows with the same prompt (the k samples of one problem) prefill once;
         // each row then gets its own copy of that prompt's cache and last logits.
         let (unique, row_of) = unique_prompts(&prompts);
-        let (mut logits, mut kv) = if self.shared_prefill && unique.len() < b {
+        let (mut scores, mut kv) = if self.shared_prefill && unique.len() < b {
             let u_prompts: Vec<Vec<i64>> = unique.iter().map(|&i| prompts[i].clone()).collect();
             let up = LeftPadded::new(&u_prompts, pad_id); // same width l: the longest prompt is unique too
             let kv_u = self.empty_kv(unique.len())?;
-            let (_, u_logits, u_kv) = self.forward(&up.ids, &up.mask, &up.positions, kv_u, 1)?; // [U, 1, V]
-            let logits: Vec<f32> = row_of
-                .iter()
-                .flat_map(|&u| u_logits[u as usize * vocab..(u as usize + 1) * vocab].iter().copied())
-                .collect();
-            (logits, self.select_kv_rows(u_kv, &row_of)?)
+            let (u_scores, u_kv) = self.step(&up.ids, &up.mask, &up.positions, kv_u, top)?; // U rows
+            (u_scores.select(&row_of), self.select_kv_rows(u_kv, &row_of)?)
         } else {
             let kv = self.empty_kv(b)?;
             let flat_mask: Vec<i64> = mask.concat();
-            let (_, logits, kv) = self.forward(&ids, &flat_mask, &pos, kv, 1)?; // [B, 1, V]
-            (logits, kv)
+            self.step(&ids, &flat_mask, &pos, kv, top)? // B rows
         };
         let mut done = vec![false; b];
         for step in 0..max_new {
-            if let Some(row) = non_finite_row(&logits, vocab, &done) {
+            if let Some(row) = scores.non_finite_row(&done) {
                 return Err(crate::model::ModelError::NonFiniteLogits { step, row }.into());
             }
-            let next =
-                sample_step(&sampler, &logits, vocab, params, &caps, pad_id, &mut rngs, &mut done, &mut out, threads);
+            let next = scores.draw(&sampler, params, &caps, pad_id, &mut rngs, &mut done, &mut out, threads);
             if step + 1 == max_new || done.iter().all(|&d| d) {
                 break;
             }
@@ -376,8 +448,8 @@ impl OrtModel {
                 step_pos.push(real[i]);
                 real[i] += 1;
             }
-            let (_, l2, kv2) = self.forward(&next, &flat_mask, &step_pos, kv, 1)?;
-            logits = l2;
+            let (s2, kv2) = self.step(&next, &flat_mask, &step_pos, kv, top)?;
+            scores = s2;
             kv = kv2;
         }
         Ok(out)
@@ -433,13 +505,14 @@ impl OrtModel {
         memory::check_fits(&generation_what(rows_max, longest, max_new), &plan, self.tch_device())?;
         let sampler = Sampler::new(params.clone());
         let threads = sampling_threads(self.threads);
+        let top = self.step_top_k(params);
         let mut next_req = 0;
         // The batch: rows in flight and rows already finished (`done`, kept as dead rows fed
         // padding until the next compaction, so the cache is copied only then).
         let mut rows: Vec<Slot> = vec![];
         let mut done: Vec<bool> = vec![];
         let mut kv: Option<OrtKv> = None;
-        let mut logits: Vec<f32> = vec![];
+        let mut scores = StepScores::default();
         loop {
             let dead = done.iter().filter(|&&d| d).count();
             let live = rows.len() - dead;
@@ -450,8 +523,7 @@ impl OrtModel {
                 let keep: Vec<i64> = (0..rows.len()).filter(|&i| !done[i]).map(|i| i as i64).collect();
                 let old = std::mem::take(&mut rows);
                 rows = old.into_iter().zip(&done).filter(|(_, &d)| !d).map(|(r, _)| r).collect();
-                logits =
-                    keep.iter().flat_map(|&i| logits[i as usize * vocab..(i as usize + 1) * vocab].to_vec()).collect();
+                scores = scores.select(&keep);
                 kv = match kv.take() {
                     Some(c) if !keep.is_empty() => Some(self.select_kv_rows(c, &keep)?),
                     _ => None,
@@ -462,18 +534,18 @@ impl OrtModel {
             if want_more && free > 0 && (rows.is_empty() || free * 4 >= slots) {
                 let take: Vec<usize> = (next_req..reqs.len().min(next_req + free)).collect();
                 next_req += take.len();
-                let (new_rows, new_kv, new_logits) = self.prefill_rows(reqs, &take, &caps, base_seed, pad_id)?;
+                let (new_rows, new_kv, new_scores) = self.prefill_rows(reqs, &take, &caps, base_seed, pad_id, top)?;
                 let (merged_rows, merged_kv) =
                     self.merge_rows(std::mem::take(&mut rows), kv.take(), new_rows, new_kv)?;
                 rows = merged_rows;
                 kv = Some(merged_kv);
-                logits.extend(new_logits);
+                scores.extend(new_scores);
                 done.resize(rows.len(), false);
             }
             if rows.is_empty() {
                 return Ok(());
             }
-            if let Some(i) = non_finite_row(&logits, vocab, &done) {
+            if let Some(i) = scores.non_finite_row(&done) {
                 let r = &rows[i];
                 return Err(SampleError::Ort(format!(
                     "non-finite logits (NaN or +inf) for request {} after {} generated tokens: the model's weights or activations overflowed",
@@ -488,9 +560,7 @@ impl OrtModel {
                 .collect();
             let row_caps: Vec<usize> = rows.iter().map(|r| r.cap).collect();
             let was_done = done.clone();
-            let next = sample_step(
-                &sampler, &logits, vocab, params, &row_caps, pad_id, &mut rngs, &mut done, &mut outs, threads,
-            );
+            let next = scores.draw(&sampler, params, &row_caps, pad_id, &mut rngs, &mut done, &mut outs, threads);
             for (i, (r, (rng, out))) in rows.iter_mut().zip(rngs.into_iter().zip(outs)).enumerate() {
                 r.rng = rng;
                 r.out = out;
@@ -514,14 +584,14 @@ impl OrtModel {
                     r.pos += 1;
                 }
             }
-            let (_, l2, kv2) = self.forward(&next, &flat_mask, &pos, cache, 1)?; // [b, 1, V]
-            logits = l2;
+            let (s2, kv2) = self.step(&next, &flat_mask, &pos, cache, top)?;
+            scores = s2;
             kv = Some(kv2);
         }
     }
 
     /// Prefills requests `take` (sharing identical prompts): their rows, cache [n, K, L, D] and
-    /// last logits [n·V].
+    /// last-position scores (n rows).
     fn prefill_rows(
         &mut self,
         reqs: &[GenRequest],
@@ -529,8 +599,8 @@ impl OrtModel {
         caps: &[usize],
         base_seed: u64,
         pad_id: i64,
-    ) -> Result<(Vec<Slot>, OrtKv, Vec<f32>)> {
-        let vocab = self.vocab_size();
+        top: Option<usize>,
+    ) -> Result<(Vec<Slot>, OrtKv, StepScores)> {
         let prompts: Vec<Vec<i64>> = take.iter().map(|&i| reqs[i].prompt.clone()).collect();
         let (unique, row_of) = if self.shared_prefill {
             unique_prompts(&prompts)
@@ -540,12 +610,9 @@ impl OrtModel {
         let u_prompts: Vec<Vec<i64>> = unique.iter().map(|&i| prompts[i].clone()).collect();
         let up = LeftPadded::new(&u_prompts, pad_id);
         let kv0 = self.empty_kv(unique.len())?;
-        let (_, u_logits, u_kv) = self.forward(&up.ids, &up.mask, &up.positions, kv0, 1)?; // [U, 1, V]
+        let (u_scores, u_kv) = self.step(&up.ids, &up.mask, &up.positions, kv0, top)?; // U rows
         let kv = if unique.len() < take.len() { self.select_kv_rows(u_kv, &row_of)? } else { u_kv };
-        let logits: Vec<f32> = row_of
-            .iter()
-            .flat_map(|&u| u_logits[u as usize * vocab..(u as usize + 1) * vocab].iter().copied())
-            .collect();
+        let scores = if unique.len() < take.len() { u_scores.select(&row_of) } else { u_scores };
         let l = up.width;
         let rows = take
             .iter()
@@ -562,7 +629,7 @@ impl OrtModel {
                 }
             })
             .collect();
-        Ok((rows, kv, logits))
+        Ok((rows, kv, scores))
     }
 
     /// Running rows and their cache, then new rows and theirs, as one batch: both caches
