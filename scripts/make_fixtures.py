@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Build tiny random Qwen2 / Qwen3 checkpoints with transformers and record reference outputs.
+"""Build tiny random Qwen2 / Qwen3 / Llama checkpoints with transformers and record reference outputs.
 
-Usage: .venv/bin/python scripts/make_fixtures.py [--out golden/fixtures]
+Usage: .venv/bin/python scripts/make_fixtures.py [--out golden/fixtures] [--only qwen2|qwen3|llama]
 
 Writes (all deterministic: seeded, f32, CPU, 1 thread):
   golden/fixtures/tiny-qwen2/   HF dir (config.json, model.safetensors, generation_config.json)
   golden/fixtures/tiny-qwen3/   HF dir
-  golden/fixtures/tiny-qwen2.json, tiny-qwen3.json   reference logits + greedy continuations
+  golden/fixtures/tiny-llama/   HF dir (SmolLM2's shape of Llama: tied head, no biases)
+  golden/fixtures/tiny-{qwen2,qwen3,llama}.json   reference logits + greedy continuations
 
 Reference logits are recorded only at non-padding positions (padding positions are
 undefined by construction). Positions are derived from the attention mask
@@ -20,7 +21,7 @@ import sys
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, Qwen2Config, Qwen3Config
+from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config, Qwen3Config
 
 COMMON = dict(
     vocab_size=512,
@@ -78,8 +79,10 @@ def positions_from_mask(mask):
 def build(arch, out_dir, seed):
     if arch == "qwen2":
         cfg = Qwen2Config(**COMMON, tie_word_embeddings=False, use_sliding_window=False)
-    else:
+    elif arch == "qwen3":
         cfg = Qwen3Config(**COMMON, head_dim=16, attention_bias=False, tie_word_embeddings=True)
+    else:  # SmolLM2's shape of Llama: tied head, no biases
+        cfg = LlamaConfig(**COMMON, attention_bias=False, mlp_bias=False, tie_word_embeddings=True)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="sdpa")
     randomize(model, seed)
@@ -136,12 +139,14 @@ def build(arch, out_dir, seed):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "golden", "fixtures"))
+    ap.add_argument("--only", choices=["qwen2", "qwen3", "llama"], help="build one fixture (the others stay as they are)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out, exist_ok=True)
-    build("qwen2", args.out, seed=1234)
-    build("qwen3", args.out, seed=5678)
+    for arch, seed in [("qwen2", 1234), ("qwen3", 5678), ("llama", 4321)]:
+        if args.only in (None, arch):
+            build(arch, args.out, seed=seed)
 
 
 if __name__ == "__main__":

@@ -94,9 +94,28 @@ fn missing_tensor() {
 #[test]
 fn unknown_architecture() {
     let tmp = copy_fixture("qwen2");
-    edit_config(tmp.path(), |v| v["architectures"] = serde_json::json!(["LlamaForCausalLM"]));
+    edit_config(tmp.path(), |v| v["architectures"] = serde_json::json!(["MistralForCausalLM"]));
     let e = load_err(tmp.path());
-    assert!(matches!(&e, ModelError::UnknownArchitecture(a) if a == "LlamaForCausalLM"), "{e:?}");
+    assert!(matches!(&e, ModelError::UnknownArchitecture(a) if a == "MistralForCausalLM"), "{e:?}");
+}
+
+/// Llama options we do not implement: biases on the MLP, Llama-3.1's RoPE scaling.
+#[test]
+fn unsupported_llama_options_are_errors() {
+    for (key, val) in [
+        ("mlp_bias", serde_json::json!(true)),
+        (
+            "rope_parameters",
+            serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
+        ),
+    ] {
+        let tmp = copy_fixture("llama");
+        edit_config(tmp.path(), |v| v[key] = val.clone());
+        let e = load_err(tmp.path());
+        assert!(matches!(e, ModelError::UnsupportedOption(_)), "{key}: {e:?}");
+        assert!(e.to_string().contains(key), "{e}");
+    }
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! ONNX export + ONNX Runtime vs our tch model on the tiny Qwen2 / Qwen3 fixtures
+//! ONNX export + ONNX Runtime vs our tch model on the tiny Qwen2 / Qwen3 / Llama fixtures
 //! (`golden/fixtures/`), f32 on CPU: max |Δlogit| ≤ 1e-4 for a full forward, a left-padded
 //! batch, and prefill + token-by-token KV-cache decoding; identical greedy continuations
 //! (32 tokens) and identical seeded samples.
@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 const TOL: f32 = 1e-4;
-const ARCHES: [&str; 2] = ["qwen2", "qwen3"];
+const ARCHES: [&str; 3] = ["qwen2", "qwen3", "llama"];
 
 fn fixture_dir(arch: &str) -> PathBuf {
     rlvr_decomp::paths::project_root().join("golden/fixtures").join(format!("tiny-{arch}"))

@@ -1,4 +1,4 @@
-//! Parity with transformers on tiny random Qwen2 / Qwen3 checkpoints
+//! Parity with transformers on tiny random Qwen2 / Qwen3 / Llama checkpoints
 //! (`golden/fixtures/`, produced by `scripts/make_fixtures.py`), and the reverse direction:
 //! checkpoints we save are loaded by transformers (`scripts/check_hf_load.py`).
 //!
@@ -12,7 +12,7 @@ use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 const TOL: f64 = 1e-4;
-const ARCHES: [&str; 2] = ["qwen2", "qwen3"];
+const ARCHES: [&str; 3] = ["qwen2", "qwen3", "llama"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,4 +1,4 @@
-//! Qwen2 / Qwen3 → ONNX (opset 17, standard ops only), weights as external data.
+//! Qwen2 / Qwen3 / Llama → ONNX (opset 17, standard ops only), weights as external data.
 //!
 //! Graph interface (B batch, S new tokens, P past tokens, K kv heads, D head_dim, V vocab):
 //!
@@ -99,7 +99,7 @@ impl Default for ExportOptions {
 /// `export.json`: what the sampler needs to know without parsing the graph.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportManifest {
-    /// "qwen2" | "qwen3"
+    /// "qwen2" | "qwen3" | "llama"
     pub arch: String,
     pub dtype: ExportDType,
     pub opset: i64,
@@ -612,10 +612,7 @@ fn write_export(
         }
     }
     let manifest = ExportManifest {
-        arch: match cfg.arch {
-            crate::model::Arch::Qwen2 => "qwen2".into(),
-            crate::model::Arch::Qwen3 => "qwen3".into(),
-        },
+        arch: cfg.arch.short_name().into(),
         dtype: opts.dtype,
         opset: OPSET,
         num_layers: nl,

@@ -17,6 +17,9 @@ pub enum Arch {
     /// Qwen3 (e.g. Qwen3-4B): RMSNorm on q and k per head, explicit head_dim,
     /// bias on q/k/v/o only if `attention_bias`.
     Qwen3,
+    /// Llama (e.g. SmolLM2, Llama-3.x without RoPE scaling): Qwen2's block without q/k/v biases
+    /// (q/k/v/o biases only if `attention_bias`), no q/k norm, head_dim from the config.
+    Llama,
 }
 
 impl Arch {
@@ -24,6 +27,16 @@ impl Arch {
         match self {
             Arch::Qwen2 => "Qwen2ForCausalLM",
             Arch::Qwen3 => "Qwen3ForCausalLM",
+            Arch::Llama => "LlamaForCausalLM",
+        }
+    }
+
+    /// Short name, as in `export.json` ("qwen2", "qwen3", "llama").
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+            Arch::Llama => "llama",
         }
     }
 }
@@ -42,9 +55,9 @@ pub struct Config {
     pub rms_norm_eps: f64,
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: i64,
-    /// Bias on q/k/v projections (always true for Qwen2).
+    /// Bias on q/k/v projections (always true for Qwen2; `attention_bias` otherwise).
     pub qkv_bias: bool,
-    /// Bias on the output projection (Qwen3 with `attention_bias`).
+    /// Bias on the output projection (Qwen3 / Llama with `attention_bias`).
     pub o_bias: bool,
     /// Per-head RMSNorm on q and k (Qwen3).
     pub qk_norm: bool,
@@ -120,6 +133,7 @@ impl Config {
         let arch = match arch_name.as_str() {
             "Qwen2ForCausalLM" | "model_type=qwen2" => Arch::Qwen2,
             "Qwen3ForCausalLM" | "model_type=qwen3" => Arch::Qwen3,
+            "LlamaForCausalLM" | "model_type=llama" => Arch::Llama,
             other => return Err(ModelError::UnknownArchitecture(other.to_string())),
         };
 
@@ -147,6 +161,9 @@ impl Config {
             if let Some(t) = opt_f64(rp, "rope_theta", p)? {
                 rope_theta = Some(t);
             }
+        }
+        if opt_bool(&raw, "mlp_bias") == Some(true) {
+            return Err(ModelError::UnsupportedOption("mlp_bias=true (biases on the MLP projections)".into()));
         }
         if let Some(act) = raw.get("hidden_act").and_then(Value::as_str) {
             if act != "silu" {
@@ -190,9 +207,9 @@ impl Config {
             max_position_embeddings: raw.get("max_position_embeddings").and_then(Value::as_i64).unwrap_or(32768),
             qkv_bias: match arch {
                 Arch::Qwen2 => true,
-                Arch::Qwen3 => attention_bias,
+                Arch::Qwen3 | Arch::Llama => attention_bias,
             },
-            o_bias: arch == Arch::Qwen3 && attention_bias,
+            o_bias: arch != Arch::Qwen2 && attention_bias,
             qk_norm: arch == Arch::Qwen3,
             bos_token_id: raw.get("bos_token_id").and_then(Value::as_i64),
             eos_token_ids: id_list(raw.get("eos_token_id")),
