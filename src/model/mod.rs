@@ -1,16 +1,17 @@
-//! Qwen2 / Qwen3 causal decoder on tch (libtorch), loaded from Hugging Face checkpoints.
+//! Qwen2 / Qwen3 / Llama causal decoder on tch (libtorch), loaded from Hugging Face checkpoints.
 //!
 //! Depends on nothing else in the crate but [`crate::fingerprint`] (content identity of a
 //! checkpoint) and [`crate::durable`] (crash-safe writes).
 //!
 //! * [`config`]     — `Config` parsed from HF `config.json`.
-//! * [`qwen`]       — the model (one file for the Qwen family), built on `nn::VarStore`
+//! * [`qwen`]       — the model (one file for Qwen2 / Qwen3 / Llama), built on `nn::VarStore`
 //!   with HF parameter names, plus log-prob / entropy helpers.
 //! * [`kv_cache`]   — per-layer key/value cache for incremental decoding.
 //! * [`sampler`]    — seeded temperature / top-p / top-k / greedy sampling, per-row RNGs.
 //! * [`generate`]   — batched generation loop (left padding, KV cache, stop ids).
 //! * [`checkpoint`] — memory-mapped safetensors loading (single file or sharded) and
 //!   HF-layout saving.
+//! * [`gguf`]       — GGUF (llama.cpp) files → HF-layout folders (`import-gguf`), dequantizing.
 //! * [`memory`]     — memory plans checked before allocating (parameters, generation).
 //! * [`bench`]      — forward+backward step timing used by `bench-model`.
 
@@ -18,6 +19,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod generate;
+pub mod gguf;
 pub mod kv_cache;
 pub mod memory;
 pub mod qwen;

@@ -4,6 +4,9 @@
 //! - `qwen2.5-math` (Qwen2.5-Math-7B, from SimpleRL-Zoo):
 //!   `<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{input}\nPlease reason step by step, and put your final answer within \boxed{}.<|im_end|>\n<|im_start|>assistant\n`
 //! - `qwen3` (Qwen3-4B non-thinking): the same, followed by `<think>\n\n</think>\n` (empty think block).
+//! - `smollm2` (SmolLM2-Instruct, `make reproduce PROFILE=smollm2`): its chat template's default
+//!   system prompt, then the paper's instruction as above:
+//!   `<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n{input}\nPlease reason step by step, and put your final answer within \boxed{}.<|im_end|>\n<|im_start|>assistant\n`
 //! - `plain`: the problem text as it is (the embedded mini task).
 
 use std::path::{Path, PathBuf};
@@ -21,6 +24,10 @@ pub enum Template {
     /// Qwen3-4B non-thinking: `qwen2.5-math` followed by an empty `<think>` block.
     #[value(name = "qwen3")]
     Qwen3,
+    /// SmolLM2-Instruct's chat template (its default system prompt) with the paper's instruction.
+    #[value(name = "smollm2")]
+    #[serde(rename = "smollm2")]
+    Smollm2,
     /// The problem text as it is (the mini task's `a+b=` prompts).
     #[value(name = "plain")]
     Plain,
@@ -30,6 +37,7 @@ const SYSTEM: &str = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>
 const INSTRUCTION: &str =
     "\nPlease reason step by step, and put your final answer within \\boxed{}.<|im_end|>\n<|im_start|>assistant\n";
 const EMPTY_THINK: &str = "<think>\n\n</think>\n";
+const SMOLLM2_SYSTEM: &str = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n";
 
 impl Template {
     /// Render the prompt for one problem statement.
@@ -37,8 +45,9 @@ impl Template {
         if self == Template::Plain {
             return problem.to_string();
         }
-        let mut s = String::with_capacity(SYSTEM.len() + problem.len() + INSTRUCTION.len() + EMPTY_THINK.len());
-        s.push_str(SYSTEM);
+        let system = if self == Template::Smollm2 { SMOLLM2_SYSTEM } else { SYSTEM };
+        let mut s = String::with_capacity(system.len() + problem.len() + INSTRUCTION.len() + EMPTY_THINK.len());
+        s.push_str(system);
         s.push_str(problem);
         s.push_str(INSTRUCTION);
         if self == Template::Qwen3 {
@@ -51,6 +60,7 @@ impl Template {
         match self {
             Template::Qwen25Math => "qwen2.5-math",
             Template::Qwen3 => "qwen3",
+            Template::Smollm2 => "smollm2",
             Template::Plain => "plain",
         }
     }
