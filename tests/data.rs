@@ -20,6 +20,9 @@ fn real_datasets_have_published_counts() {
         (Dataset::Amc23, 40),
         (Dataset::PaperMathTrain, 7_500),
         (Dataset::PaperMathTest, 5_000),
+        (Dataset::Gsm8k, 1_319),
+        (Dataset::Svamp, 1_000),
+        (Dataset::Mawps, 2_065),
     ];
     for (ds, n) in expect {
         let problems = data::load(ds, &roots()).unwrap_or_else(|e| panic!("{ds}: {e}"));
@@ -51,6 +54,22 @@ fn gold_answers_match_the_sources() {
     assert!(aime.iter().all(|p| p.level.is_none() && p.subject.is_none()));
     let amc = data::load(Dataset::Amc23, &roots()).unwrap();
     assert_eq!(amc[0].answer, "27");
+
+    // Word problems: GSM8K's `#### N` (commas dropped), SVAMP's body + question, numbers as written.
+    let gsm = data::load(Dataset::Gsm8k, &roots()).unwrap();
+    assert_eq!(gsm[0].answer, "18");
+    assert!(gsm.iter().all(|p| p.answer.parse::<f64>().is_ok()), "GSM8K golds are plain numbers");
+    assert!(gsm.iter().any(|p| p.answer == "114200"), "a comma-grouped gold, without its commas");
+    let svamp = data::load(Dataset::Svamp, &roots()).unwrap();
+    assert_eq!(svamp[0].answer, "145");
+    assert!(
+        svamp[0].problem.ends_with("organized into 93 groups. How big is each group of bananas?"),
+        "{}",
+        svamp[0].problem
+    );
+    let mawps = data::load(Dataset::Mawps, &roots()).unwrap();
+    assert_eq!(mawps[0].answer, "43");
+    assert!(mawps.iter().any(|p| p.answer == "11.5"), "non-integer golds keep their decimals");
 
     // Every full-MATH gold answer is the last box of its solution; the paper's parquet stores a
     // normalised form of the same answer (Hendrycks' strip_string), so the two sources mostly agree

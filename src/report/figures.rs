@@ -305,7 +305,7 @@ fn draw_pass_figure<DB: DrawingBackend>(
 }
 
 /// One pass@k figure per tier: ours (mean over seeds), and the paper's on the benchmark the tier
-/// stands in for, side by side.
+/// stands in for, side by side (ours alone for a set the paper did not evaluate).
 ///
 /// `run_name` names our run in the titles (`mini`, `smoke`, `qwen3-4b`, …).
 pub fn pass_at_k_figures(rows: &[PassRow], paper: &PaperData, run_name: &str, out: &Path) -> Result<Vec<PathBuf>> {
@@ -328,15 +328,24 @@ pub fn pass_at_k_figures(rows: &[PassRow], paper: &PaperData, run_name: &str, ou
                 .collect();
             panels.push((format!("{label}, {}", benchmark_of_tier(&tier)), lines));
         }
+        // A set the paper never evaluated (e.g. the real-model profile's word problems): our panel alone.
+        let paper_has_tier = panels.iter().any(|(_, lines)| !lines.is_empty());
+        if !paper_has_tier {
+            panels.clear();
+        }
         let n_seeds = seeds.len();
         panels.push((
             format!("ours: {run_name}, {tier} tier ({n_seeds} seed{})", if n_seeds == 1 { "" } else { "s" }),
             ours,
         ));
-        let title = format!(
-            "pass@k on {} — the paper's curves and ours (run `{run_name}`, tier `{tier}`)",
-            benchmark_of_tier(&tier)
-        );
+        let title = if paper_has_tier {
+            format!(
+                "pass@k on {} — the paper's curves and ours (run `{run_name}`, tier `{tier}`)",
+                benchmark_of_tier(&tier)
+            )
+        } else {
+            format!("pass@k on {tier} (run `{run_name}`; not in the paper)")
+        };
         let width = 500 * panels.len() as u32 + LEGEND_W;
         files.extend(render_both!(out, format!("fig2_passk_{tier}"), (width, 520), draw_pass_figure(&title, &panels)));
     }
