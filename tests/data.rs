@@ -21,6 +21,7 @@ fn real_datasets_have_published_counts() {
         (Dataset::PaperMathTrain, 7_500),
         (Dataset::PaperMathTest, 5_000),
         (Dataset::Gsm8k, 1_319),
+        (Dataset::Gsm8kTrain, 7_473),
         (Dataset::Svamp, 1_000),
         (Dataset::Mawps, 2_065),
     ];

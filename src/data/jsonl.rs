@@ -131,7 +131,7 @@ pub(super) fn load_word_problems(dataset: Dataset, path: &Path) -> Result<Vec<Pr
         .enumerate()
         .map(|(idx, (row, r))| {
             let (problem, answer) = match (dataset, r) {
-                (Dataset::Gsm8k, WordRow::Gsm8k { question, answer }) => {
+                (Dataset::Gsm8k | Dataset::Gsm8kTrain, WordRow::Gsm8k { question, answer }) => {
                     let gold =
                         answer.rsplit_once("####").map(|(_, a)| a.trim().replace(',', "")).filter(|a| !a.is_empty());
                     let gold = gold.ok_or_else(|| DataError::Malformed {

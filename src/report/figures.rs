@@ -431,11 +431,18 @@ fn draw_grid<DB: DrawingBackend>(
 
 /// The Fig. 4a–d analogue, under the paper's own points.
 pub fn dynamics_figure(runs: &[TrainingRun], paper: &PaperData, run_name: &str, out: &Path) -> Result<Vec<PathBuf>> {
+    // The held-out set drawn: the `math` tier (the mini task, like the paper's MATH test), else the
+    // first set the runs evaluated (e.g. the real-model profile's `gsm8k`).
+    let sets: std::collections::BTreeSet<&str> =
+        runs.iter().flat_map(|r| r.evals.iter().filter_map(|e| e.get("dataset")?.as_str())).collect();
+    let held: String =
+        if sets.is_empty() || sets.contains("math") { "math" } else { sets.iter().next().unwrap() }.into();
+    let held = held.as_str();
     let eval = |field: &'static str| {
         move |r: &TrainingRun| -> Vec<(usize, f64)> {
             r.evals
                 .iter()
-                .filter(|e| e.get("dataset").and_then(|d| d.as_str()) == Some("math"))
+                .filter(|e| e.get("dataset").and_then(|d| d.as_str()) == Some(held))
                 .filter_map(|e| Some((e.get("step")?.as_u64()? as usize, e.get(field)?.as_f64()?)))
                 .collect()
         }
@@ -487,12 +494,12 @@ pub fn dynamics_figure(runs: &[TrainingRun], paper: &PaperData, run_name: &str, 
     }
     panels.extend([
         (
-            "ours (a) held-out accuracy, math tier".to_string(),
+            format!("ours (a) held-out accuracy, {held} tier"),
             "accuracy".to_string(),
             step_series(runs, &eval("accuracy")),
         ),
         (
-            "ours (b) held-out entropy, math tier".to_string(),
+            format!("ours (b) held-out entropy, {held} tier"),
             "mean token entropy (nats)".to_string(),
             step_series(runs, &eval("entropy")),
         ),
