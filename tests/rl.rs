@@ -16,8 +16,14 @@ use std::process::{Command, Stdio};
 use tch::{Device, Kind, Tensor};
 
 fn tiny_cfg(vocab: i64) -> serde_json::Value {
+    tiny_cfg_of("qwen3", vocab)
+}
+
+/// A tiny config of `arch` ("qwen3" or "llama"; the shapes are the same).
+fn tiny_cfg_of(arch: &str, vocab: i64) -> serde_json::Value {
+    let name = if arch == "llama" { "LlamaForCausalLM" } else { "Qwen3ForCausalLM" };
     serde_json::json!({
-        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+        "architectures": [name], "model_type": arch,
         "vocab_size": vocab, "hidden_size": 16, "intermediate_size": 32,
         "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8,
         "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
@@ -224,9 +230,16 @@ fn mean_logp(lm: &LoadedModel, rows: &[&Rollout]) -> f64 {
 
 #[test]
 fn train_step_psr_raises_correct_and_nsr_lowers_incorrect() {
+    for arch in ["qwen3", "llama"] {
+        train_step_on(arch);
+    }
+}
+
+fn train_step_on(arch: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    let lm = tiny_model(&base, 32, 11);
+    common::save_random_hf_model(&base, &tiny_cfg_of(arch, 32), 11);
+    let lm = model::load_model(&base, Device::Cpu, DType::F32).unwrap();
     let rollouts = vec![
         Rollout { group: "g0".into(), prompt_ids: vec![1, 5, 9], response_ids: vec![7, 8, 2], reward: 1.0 },
         Rollout { group: "g0".into(), prompt_ids: vec![1, 5, 9], response_ids: vec![7, 11, 12, 3], reward: 0.0 },
@@ -253,7 +266,7 @@ fn train_step_psr_raises_correct_and_nsr_lowers_incorrect() {
             .arg(&out)
             .output()
             .unwrap();
-        assert!(o.status.success(), "{kind}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{arch} {kind}: {}", String::from_utf8_lossy(&o.stderr));
         let step: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("step.json")).unwrap()).unwrap();
         for key in ["loss", "pg_loss", "entropy", "kl", "grad_norm", "kept_samples", "kept_tokens", "clip_frac"] {
@@ -263,7 +276,7 @@ fn train_step_psr_raises_correct_and_nsr_lowers_incorrect() {
         assert_eq!(step["clip_frac"], 0.0, "{kind}: on-policy, one mini-batch: nothing is clipped");
         let after = model::load_model(&out, Device::Cpu, DType::F32).unwrap();
         let (c1, i1) = (mean_logp(&after, &correct), mean_logp(&after, &incorrect));
-        eprintln!("{kind}: correct log-prob {c0:.4} → {c1:.4}, incorrect {i0:.4} → {i1:.4}");
+        eprintln!("{arch} {kind}: correct log-prob {c0:.4} → {c1:.4}, incorrect {i0:.4} → {i1:.4}");
         match kind {
             ObjectiveKind::Psr => {
                 assert_eq!(step["kept_samples"], 2);
