@@ -62,7 +62,7 @@ STAMP_SMOL := $(SHARE)/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 help: ## list targets
 	@echo "rlvr-decomp — reproduce Zhu et al. 2025 (PSR/NSR decomposition of RLVR)"
 	@echo
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  make %-17s %s\n", $$1, $$2}'
 	@echo
 	@echo "Where things live: see README.md (map of src/, paper/, results/, golden/)."
 
