@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Build tiny random Qwen2 / Qwen3 / Llama checkpoints with transformers and record reference outputs.
 
-Usage: .venv/bin/python scripts/make_fixtures.py [--out golden/fixtures] [--only qwen2|qwen3|llama]
+Usage: .venv/bin/python scripts/make_fixtures.py [--out golden/fixtures] [--only qwen2|qwen3|llama|llama3]
 
 Writes (all deterministic: seeded, f32, CPU, 1 thread):
   golden/fixtures/tiny-qwen2/   HF dir (config.json, model.safetensors, generation_config.json)
   golden/fixtures/tiny-qwen3/   HF dir
   golden/fixtures/tiny-llama/   HF dir (SmolLM2's shape of Llama: tied head, no biases)
-  golden/fixtures/tiny-{qwen2,qwen3,llama}.json   reference logits + greedy continuations
+  golden/fixtures/tiny-llama3/  HF dir (Llama 3.1's RoPE scaling, q/k/v/o biases, untied head)
+  golden/fixtures/tiny-{qwen2,qwen3,llama,llama3}.json   reference logits + greedy continuations
 
 Reference logits are recorded only at non-padding positions (padding positions are
 undefined by construction). Positions are derived from the attention mask
@@ -81,8 +82,14 @@ def build(arch, out_dir, seed):
         cfg = Qwen2Config(**COMMON, tie_word_embeddings=False, use_sliding_window=False)
     elif arch == "qwen3":
         cfg = Qwen3Config(**COMMON, head_dim=16, attention_bias=False, tie_word_embeddings=True)
-    else:  # SmolLM2's shape of Llama: tied head, no biases
+    elif arch == "llama":  # SmolLM2's shape of Llama: tied head, no biases
         cfg = LlamaConfig(**COMMON, attention_bias=False, mlp_bias=False, tie_word_embeddings=True)
+    else:  # "llama3": Llama 3.1's RoPE scaling (every wavelength band hit at this size), biases, untied head
+        common = {k: v for k, v in COMMON.items() if k != "rope_theta"}
+        rope = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+        cfg = LlamaConfig(**common, rope_parameters=rope, attention_bias=True, mlp_bias=False,
+                          tie_word_embeddings=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="sdpa")
     randomize(model, seed)
@@ -139,12 +146,12 @@ def build(arch, out_dir, seed):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "golden", "fixtures"))
-    ap.add_argument("--only", choices=["qwen2", "qwen3", "llama"], help="build one fixture (the others stay as they are)")
+    ap.add_argument("--only", choices=["qwen2", "qwen3", "llama", "llama3"], help="build one fixture (the others stay as they are)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     os.makedirs(args.out, exist_ok=True)
-    for arch, seed in [("qwen2", 1234), ("qwen3", 5678), ("llama", 4321)]:
+    for arch, seed in [("qwen2", 1234), ("qwen3", 5678), ("llama", 4321), ("llama3", 8765)]:
         if args.only in (None, arch):
             build(arch, args.out, seed=seed)
 

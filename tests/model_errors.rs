@@ -99,16 +99,14 @@ fn unknown_architecture() {
     assert!(matches!(&e, ModelError::UnknownArchitecture(a) if a == "MistralForCausalLM"), "{e:?}");
 }
 
-/// Llama options we do not implement: biases on the MLP, Llama-3.1's RoPE scaling.
+/// Llama options we do not implement: biases on the MLP, RoPE scalings other than Llama 3.1's; and a
+/// `llama3` scaling missing a field names it.
 #[test]
 fn unsupported_llama_options_are_errors() {
     for (key, val) in [
         ("mlp_bias", serde_json::json!(true)),
-        (
-            "rope_parameters",
-            serde_json::json!({"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
-                "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
-        ),
+        ("rope_parameters", serde_json::json!({"rope_type": "yarn", "rope_theta": 500000.0, "factor": 8.0})),
+        ("rope_scaling", serde_json::json!({"rope_type": "dynamic", "factor": 2.0})),
     ] {
         let tmp = copy_fixture("llama");
         edit_config(tmp.path(), |v| v[key] = val.clone());
@@ -116,6 +114,12 @@ fn unsupported_llama_options_are_errors() {
         assert!(matches!(e, ModelError::UnsupportedOption(_)), "{key}: {e:?}");
         assert!(e.to_string().contains(key), "{e}");
     }
+    let tmp = copy_fixture("llama3");
+    edit_config(tmp.path(), |v| {
+        v["rope_parameters"].as_object_mut().unwrap().remove("low_freq_factor");
+    });
+    let e = load_err(tmp.path());
+    assert!(matches!(e, ModelError::InvalidConfig { .. }) && e.to_string().contains("low_freq_factor"), "{e:?}");
 }
 
 #[test]

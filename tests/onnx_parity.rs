@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 const TOL: f32 = 1e-4;
-const ARCHES: [&str; 3] = ["qwen2", "qwen3", "llama"];
+const ARCHES: [&str; 4] = ["qwen2", "qwen3", "llama", "llama3"];
 
 fn fixture_dir(arch: &str) -> PathBuf {
     rlvr_decomp::paths::project_root().join("golden/fixtures").join(format!("tiny-{arch}"))

@@ -12,7 +12,7 @@ use std::process::Command;
 use tch::{Device, Kind, Tensor};
 
 const TOL: f64 = 1e-4;
-const ARCHES: [&str; 3] = ["qwen2", "qwen3", "llama"];
+const ARCHES: [&str; 4] = ["qwen2", "qwen3", "llama", "llama3"];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -395,8 +395,11 @@ fn write_export(
     let mut x = g.op("Gather", &[&emb_w, "input_ids"], vec![attr_i("axis", 0)]); // [B, S, C]
 
     // ---- RoPE tables: cos/sin [B, 1, S, D] ----
-    let inv_freq: Vec<f32> =
+    let mut inv_freq: Vec<f32> =
         (0..d / 2).map(|i| 1.0f32 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32)).collect();
+    if let Some(l) = &cfg.rope_llama3 {
+        l.apply(&mut inv_freq);
+    }
     let inv = g.c_f32(&[d / 2], &inv_freq);
     let posf = g.op("Cast", &["position_ids"], vec![attr_i("to", dt::FLOAT)]);
     let ax_last = g.c_i64(&[1], &[-1]);

@@ -2,8 +2,8 @@
 //!
 //! Accepts both the transformers 4.x layout (`rope_theta`, `rope_scaling`, `torch_dtype`)
 //! and the 5.x layout (`rope_parameters: {rope_theta, rope_type}`, `dtype`).
-//! Options we do not implement (sliding-window attention, RoPE scaling, a non-SiLU
-//! activation) are rejected with [`ModelError::UnsupportedOption`] instead of being
+//! Options we do not implement (sliding-window attention, RoPE scaling other than Llama 3.1's
+//! `llama3`, a non-SiLU activation) are rejected with [`ModelError::UnsupportedOption`] instead of being
 //! silently ignored.
 
 use super::{ModelError, Result};
@@ -52,6 +52,8 @@ pub struct Config {
     pub num_key_value_heads: i64,
     pub head_dim: i64,
     pub rope_theta: f64,
+    /// Llama 3.1's RoPE frequency scaling (`rope_type: "llama3"`), if configured.
+    pub rope_llama3: Option<Llama3Rope>,
     pub rms_norm_eps: f64,
     pub tie_word_embeddings: bool,
     pub max_position_embeddings: i64,
@@ -148,15 +150,30 @@ impl Config {
                 )));
             }
         }
+        let mut rope_llama3 = None;
         match raw.get("rope_scaling") {
             None | Some(Value::Null) => {}
             Some(v) if is_default_rope(v) => {}
-            Some(v) => return Err(ModelError::UnsupportedOption(format!("rope_scaling={v} (only null is supported)"))),
+            Some(v) => match Llama3Rope::parse(v, "rope_scaling", p)? {
+                Some(l) => rope_llama3 = Some(l),
+                None => {
+                    return Err(ModelError::UnsupportedOption(format!(
+                        "rope_scaling={v} (only null or rope_type=llama3 is supported)"
+                    )))
+                }
+            },
         }
         let mut rope_theta = opt_f64(&raw, "rope_theta", p)?;
         if let Some(rp) = raw.get("rope_parameters").filter(|v| !v.is_null()) {
             if !is_default_rope(rp) {
-                return Err(ModelError::UnsupportedOption(format!("rope_parameters={rp} (only rope_type=default)")));
+                match Llama3Rope::parse(rp, "rope_parameters", p)? {
+                    Some(l) => rope_llama3 = Some(l),
+                    None => {
+                        return Err(ModelError::UnsupportedOption(format!(
+                            "rope_parameters={rp} (only rope_type=default or llama3)"
+                        )))
+                    }
+                }
             }
             if let Some(t) = opt_f64(rp, "rope_theta", p)? {
                 rope_theta = Some(t);
@@ -202,6 +219,7 @@ impl Config {
             num_key_value_heads,
             head_dim,
             rope_theta: rope_theta.unwrap_or(10000.0),
+            rope_llama3,
             rms_norm_eps: opt_f64(&raw, "rms_norm_eps", p)?.unwrap_or(1e-6),
             tie_word_embeddings: opt_bool(&raw, "tie_word_embeddings").unwrap_or(false),
             max_position_embeddings: raw.get("max_position_embeddings").and_then(Value::as_i64).unwrap_or(32768),
@@ -260,6 +278,74 @@ impl Config {
     /// The dtype recorded in config.json, if it is one we support.
     pub fn checkpoint_dtype(&self) -> Option<super::DType> {
         self.torch_dtype.as_deref().and_then(|s| s.parse().ok())
+    }
+}
+
+/// Llama 3.1's RoPE scaling (`rope_type: "llama3"`): long wavelengths divided by `factor`, short ones
+/// kept, the band between interpolated — transformers' `_compute_llama3_parameters`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3Rope {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+impl Llama3Rope {
+    /// `Some` for a `rope_type: "llama3"` object (every field required, no unknown ones), `None` for
+    /// another type.
+    fn parse(v: &Value, field: &str, p: &Path) -> Result<Option<Llama3Rope>> {
+        let t = v.get("rope_type").or_else(|| v.get("type")).and_then(Value::as_str);
+        if t != Some("llama3") {
+            return Ok(None);
+        }
+        const KEYS: [&str; 4] = ["factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"];
+        if let Some(o) = v.as_object() {
+            if let Some(k) = o
+                .keys()
+                .find(|k| !KEYS.contains(&k.as_str()) && !matches!(k.as_str(), "rope_type" | "type" | "rope_theta"))
+            {
+                return Err(ModelError::UnsupportedOption(format!("{field}.{k} with rope_type=llama3")));
+            }
+        }
+        let num = |k: &str| -> Result<f64> {
+            opt_f64(v, k, p)?.ok_or_else(|| ModelError::InvalidConfig {
+                path: p.into(),
+                msg: format!("{field} with rope_type=llama3 needs {k}"),
+            })
+        };
+        let l = Llama3Rope {
+            factor: num(KEYS[0])?,
+            low_freq_factor: num(KEYS[1])?,
+            high_freq_factor: num(KEYS[2])?,
+            original_max_position_embeddings: num(KEYS[3])?,
+        };
+        if !(l.factor > 0.0 && l.high_freq_factor > l.low_freq_factor && l.low_freq_factor > 0.0) {
+            return Err(ModelError::InvalidConfig {
+                path: p.into(),
+                msg: format!("{field}: invalid llama3 scaling {v}"),
+            });
+        }
+        Ok(Some(l))
+    }
+
+    /// Rescales RoPE inverse frequencies in place.
+    pub fn apply(&self, inv_freq: &mut [f32]) {
+        let old = self.original_max_position_embeddings;
+        let (low_wavelen, high_wavelen) = (old / self.low_freq_factor, old / self.high_freq_factor);
+        for f in inv_freq.iter_mut() {
+            let x = *f as f64;
+            let wavelen = 2.0 * std::f64::consts::PI / x;
+            let y = if wavelen < high_wavelen {
+                x
+            } else if wavelen > low_wavelen {
+                x / self.factor
+            } else {
+                let smooth = (old / wavelen - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor);
+                (1.0 - smooth) * x / self.factor + smooth * x
+            };
+            *f = y as f32;
+        }
     }
 }
 

@@ -65,7 +65,7 @@ impl RmsNorm {
     }
 }
 
-/// Rotary position embedding (RoPE, "default" type, rotate-half convention).
+/// Rotary position embedding (RoPE, "default" or Llama 3.1's "llama3" frequencies, rotate-half convention).
 #[derive(Debug)]
 pub struct RotaryEmbedding {
     /// [D/2], f32
@@ -77,7 +77,12 @@ impl RotaryEmbedding {
         let d = cfg.head_dim;
         // inv_freq[i] = 1 / theta^(2i/D), computed in f32 like transformers.
         let exponents = Tensor::arange_start_step(0, d, 2, (Kind::Int64, device)).to_kind(Kind::Float) / (d as f64);
-        let inv_freq = Tensor::pow_scalar(cfg.rope_theta, &exponents).reciprocal(); // [D/2]
+        let mut inv_freq = Tensor::pow_scalar(cfg.rope_theta, &exponents).reciprocal(); // [D/2]
+        if let Some(l) = &cfg.rope_llama3 {
+            let mut v = Vec::<f32>::try_from(&inv_freq).expect("f32 inv_freq");
+            l.apply(&mut v);
+            inv_freq = Tensor::from_slice(&v).to_device(device);
+        }
         RotaryEmbedding { inv_freq }
     }
 
