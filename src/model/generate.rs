@@ -133,43 +133,29 @@ pub fn generate(
         };
         let mut done = vec![false; b];
         // With top-k sampling only the k best logits per row leave the device ([B, k] instead of
-        // [B, V]: 20 values instead of 151,936 for the Qwen3 preset); greedy uses all of them.
-        let top_k = (params.top_k > 0 && (params.top_k as i64) < vocab && !params.is_greedy()).then_some(params.top_k);
+        // [B, V]: 20 values instead of 151,936 for the Qwen3 preset). Greedy takes whole rows
+        // here: torch's `topk` does not promise the lower id on ties, which `argmax` gives.
+        let top_k = top_candidates(params, vocab as usize).filter(|_| !params.is_greedy());
         for step in 0..max_new {
-            let next = if let Some(k) = top_k {
-                let logits = logits.to_kind(Kind::Float);
-                let (vals, idx) = logits.topk(k as i64, -1, true, true); // [B, k] each
-                let sums = logits.sum_dim_intlist(-1, false, Kind::Float); // [B]: the finiteness check
-                let host = |t: Tensor| t.to_device(Device::Cpu).contiguous().view([-1]);
-                let scores = StepScores::top(
+            let host = |t: Tensor| t.to_device(Device::Cpu).contiguous().view([-1]);
+            let l32 = logits.to_kind(Kind::Float);
+            let scores = if let Some(k) = top_k {
+                let (vals, idx) = l32.topk(k as i64, -1, true, true); // [B, k] each
+                let sums = l32.sum_dim_intlist(-1, false, Kind::Float); // [B]: the finiteness check
+                StepScores::top(
                     Vec::<f32>::try_from(host(vals))?,
                     Vec::<i64>::try_from(host(idx))?,
                     Vec::<f32>::try_from(host(sums))?,
                     k,
-                );
-                if let Some(row) = scores.non_finite_row(&done) {
-                    return Err(ModelError::NonFiniteLogits { step, row });
-                }
-                scores.draw(&sampler, params, &caps, pad_id, &mut rngs, &mut done, &mut out, 1)
-            } else {
-                let host = logits.to_kind(Kind::Float).to_device(Device::Cpu).contiguous(); // [B, V]
-                let flat = Vec::<f32>::try_from(host.view([-1]))?;
-                if let Some(row) = non_finite_row(&flat, vocab as usize, &done) {
-                    return Err(ModelError::NonFiniteLogits { step, row });
-                }
-                sample_step(
-                    &sampler,
-                    &flat,
-                    vocab as usize,
-                    params,
-                    &caps,
-                    pad_id,
-                    &mut rngs,
-                    &mut done,
-                    &mut out,
-                    threads,
                 )
+            } else {
+                StepScores::full(Vec::<f32>::try_from(host(l32))?, vocab as usize)
+                // [B, V]
             };
+            if let Some(row) = scores.non_finite_row(&done) {
+                return Err(ModelError::NonFiniteLogits { step, row });
+            }
+            let next = scores.draw(&sampler, params, &caps, pad_id, &mut rngs, &mut done, &mut out, threads);
             if step + 1 == max_new || done.iter().all(|&d| d) {
                 break;
             }
@@ -350,8 +336,13 @@ impl StepScores {
         }
     }
 
-    /// [`sample_step`] over these scores: full rows as there, top-k rows through
-    /// [`Sampler::sample_top_k`] (greedy: the first candidate, the row's argmax).
+    /// One decoding step shared by every backend (tch here, ONNX Runtime in `crate::sample::ort`):
+    /// draws the next token of each unfinished row with the row's own RNG — from its full row
+    /// through [`Sampler::sample`], or from its top-k candidates through [`Sampler::sample_top_k`]
+    /// (greedy: the first candidate, the row's argmax) — appends it, and marks rows that hit a stop
+    /// id or their token cap ([`row_caps`]). Finished rows get `pad_id`. Returns the `[B]` next
+    /// tokens. Full rows are drawn on up to `threads` threads (each row has its own RNG, so the
+    /// tokens do not depend on the thread count).
     #[allow(clippy::too_many_arguments)]
     pub fn draw(
         &self,
@@ -364,10 +355,14 @@ impl StepScores {
         out: &mut [Generation],
         threads: usize,
     ) -> Vec<i64> {
-        if !self.is_top() {
-            return sample_step(sampler, &self.vals, self.width, params, caps, pad_id, rngs, done, out, threads);
-        }
         let k = self.width;
+        if !self.is_top() {
+            let draw = |i: usize, rng: &mut ChaCha8Rng| sampler.sample(&self.vals[i * k..(i + 1) * k], rng) as i64;
+            // Threads only pay off for enough work (spawning costs tens of µs): ≥ 2^16 logits a thread.
+            let live = done.iter().filter(|&&d| !d).count();
+            let threads = threads.min((live * k) >> 16).max(1);
+            return step_rows(draw, params, caps, pad_id, rngs, done, out, threads);
+        }
         let draw = |i: usize, rng: &mut ChaCha8Rng| {
             if params.is_greedy() {
                 self.ids[i * k]
@@ -404,32 +399,6 @@ pub fn non_finite_row(logits: &[f32], width: usize, done: &[bool]) -> Option<usi
         .map(|(i, _)| i)
 }
 
-/// One decoding step shared by every backend (tch here, ONNX Runtime in `crate::sample::ort`):
-/// draws the next token of each unfinished row from its `[V]` slice of `logits` (`[B, V]`,
-/// row-major) with the row's own RNG, appends it, and marks rows that hit a stop id or their
-/// token cap ([`row_caps`]). Finished rows get `pad_id`. Returns the `[B]` next tokens.
-/// Rows are drawn on up to `threads` threads (each row has its own RNG, so the tokens do not
-/// depend on the thread count).
-#[allow(clippy::too_many_arguments)]
-pub fn sample_step(
-    sampler: &Sampler,
-    logits: &[f32],
-    vocab: usize,
-    params: &SamplingParams,
-    caps: &[usize],
-    pad_id: i64,
-    rngs: &mut [ChaCha8Rng],
-    done: &mut [bool],
-    out: &mut [Generation],
-    threads: usize,
-) -> Vec<i64> {
-    let draw = |i: usize, rng: &mut ChaCha8Rng| sampler.sample(&logits[i * vocab..(i + 1) * vocab], rng) as i64;
-    // Threads only pay off for enough work (spawning costs tens of µs): ≥ 2^16 logits a thread.
-    let live = done.iter().filter(|&&d| !d).count();
-    let threads = threads.min((live * vocab) >> 16).max(1);
-    step_rows(draw, params, caps, pad_id, rngs, done, out, threads)
-}
-
 /// Host threads for drawing tokens: `requested`, or (0) one per available core.
 pub fn sampling_threads(requested: usize) -> usize {
     if requested > 0 {
@@ -439,7 +408,7 @@ pub fn sampling_threads(requested: usize) -> usize {
     }
 }
 
-/// [`sample_step`] with the per-row draw given as `draw(row, rng)`.
+/// [`StepScores::draw`] with the per-row draw given as `draw(row, rng)`.
 #[allow(clippy::too_many_arguments)]
 pub fn step_rows(
     draw: impl Fn(usize, &mut ChaCha8Rng) -> i64 + Sync,

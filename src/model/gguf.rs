@@ -313,7 +313,7 @@ impl GgufFile {
         })?;
         let n = t.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
         let n = n.ok_or_else(|| self.tensor_err(&t.name, format!("dimensions {:?} overflow", t.dims)))?;
-        if n % block != 0 || t.dims[0] % block != 0 {
+        if !n.is_multiple_of(block) || !t.dims[0].is_multiple_of(block) {
             return Err(
                 self.tensor_err(&t.name, format!("{tname} rows of {} are not whole blocks of {block}", t.dims[0]))
             );
@@ -423,7 +423,7 @@ pub struct ImportSummary {
 /// the BPE model over the tokens (re-spelled in the byte alphabet where needed) and merges,
 /// GPT-2's byte-level pre-tokenizer and decoder, control tokens (type 3) as special added tokens,
 /// user-defined ones (type 4) as plain added tokens.
-fn tokenizer_json(f: &GgufFile) -> Result<Value> {
+fn tokenizer_json(f: &GgufFile, tokens: &[&str]) -> Result<Value> {
     let model = f.str("tokenizer.ggml.model")?;
     if model != "gpt2" {
         return Err(GgufError::Unsupported {
@@ -441,7 +441,6 @@ fn tokenizer_json(f: &GgufFile) -> Result<Value> {
             ),
         });
     }
-    let tokens = f.strings("tokenizer.ggml.tokens")?;
     let merges = f.strings("tokenizer.ggml.merges")?;
     let types: Vec<u64> = match f.get("tokenizer.ggml.token_type").and_then(Meta::as_array) {
         Some(a) => a.iter().map(|m| m.as_u64().unwrap_or(1)).collect(),
@@ -532,8 +531,14 @@ pub fn import(gguf: &Path, out: &Path, dtype: DType) -> Result<ImportSummary> {
             return Err(unsupported(format!("llama.rope.dimension_count {r} != head_dim {head_dim} (partial RoPE)")));
         }
     }
+    let inter = f.u64("llama.feed_forward_length")? as i64;
     let tokens = f.strings("tokenizer.ggml.tokens")?;
     let vocab = f.get("llama.vocab_size").and_then(Meta::as_u64).unwrap_or(tokens.len() as u64);
+    // Checked before any tensor is dequantized.
+    if tokens.len() as u64 != vocab {
+        return Err(f.meta_err("tokenizer.ggml.tokens", format!("{} tokens for a vocabulary of {vocab}", tokens.len())));
+    }
+    let tok = tokenizer_json(&f, &tokens)?;
     let id = |k: &str| f.get(&format!("tokenizer.ggml.{k}")).and_then(Meta::as_u64);
     let tied = !f.tensors.iter().any(|t| t.name == "output.weight");
 
@@ -547,7 +552,7 @@ pub fn import(gguf: &Path, out: &Path, dtype: DType) -> Result<ImportSummary> {
         "hidden_act": "silu",
         "hidden_size": hidden,
         "initializer_range": 0.02,
-        "intermediate_size": f.u64("llama.feed_forward_length")?,
+        "intermediate_size": inter,
         "max_position_embeddings": f.u64("llama.context_length")?,
         "mlp_bias": false,
         "num_attention_heads": heads,
@@ -588,7 +593,6 @@ pub fn import(gguf: &Path, out: &Path, dtype: DType) -> Result<ImportSummary> {
     if !tied {
         expected.push(("output.weight".into(), "lm_head.weight".into(), vec![vocab as i64, hidden as i64]));
     }
-    let inter = f.u64("llama.feed_forward_length")? as i64;
     let (c, hd, kvd) = (hidden as i64, (h * d) as i64, (kv * d) as i64);
     for i in 0..layers {
         let p = format!("model.layers.{i}");
@@ -640,11 +644,7 @@ pub fn import(gguf: &Path, out: &Path, dtype: DType) -> Result<ImportSummary> {
         data.push((hf.clone(), shape.iter().map(|&s| s as usize).collect(), bytes));
     }
 
-    // ---- tokenizer ----
-    let tok = tokenizer_json(&f)?;
-    if tokens.len() as u64 != vocab {
-        return Err(f.meta_err("tokenizer.ggml.tokens", format!("{} tokens for a vocabulary of {vocab}", tokens.len())));
-    }
+    // ---- tokenizer_config.json ----
     let name_of = |k: &str| id(k).and_then(|i| tokens.get(i as usize)).map(|t| json!(t)).unwrap_or(Value::Null);
     let mut tok_cfg = json!({
         "tokenizer_class": "PreTrainedTokenizerFast",

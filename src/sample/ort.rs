@@ -267,25 +267,13 @@ impl OrtModel {
         kv: OrtKv,
         logits_to_keep: usize,
     ) -> Result<(Vec<usize>, Vec<f32>, OrtKv)> {
-        let (shape, scores, kv) =
-            self.forward_scores(input_ids, attention_mask, position_ids, kv, logits_to_keep, None)?;
-        Ok((shape, scores.vals, kv))
+        let b = kv.batch;
+        let (scores, kv) = self.forward_scores(input_ids, attention_mask, position_ids, kv, logits_to_keep, None)?;
+        Ok((vec![b, scores.rows() / b.max(1), scores.width], scores.vals, kv))
     }
 
-    /// [`OrtModel::forward`] of the last position only (`logits_to_keep` 1), returning what a
-    /// generation step draws from: full rows, or with `top` = Some(k) the k best of each row.
-    fn step(
-        &mut self,
-        input_ids: &[i64],
-        attention_mask: &[i64],
-        position_ids: &[i64],
-        kv: OrtKv,
-        top: Option<usize>,
-    ) -> Result<(StepScores, OrtKv)> {
-        let (_, scores, kv) = self.forward_scores(input_ids, attention_mask, position_ids, kv, 1, top)?;
-        Ok((scores, kv))
-    }
-
+    /// [`OrtModel::forward`] returning what a generation step draws from: full rows, or with
+    /// `top` = Some(k) the k best of each row (selected in the graph).
     fn forward_scores(
         &mut self,
         input_ids: &[i64],
@@ -294,7 +282,7 @@ impl OrtModel {
         kv: OrtKv,
         logits_to_keep: usize,
         top: Option<usize>,
-    ) -> Result<(Vec<usize>, StepScores, OrtKv)> {
+    ) -> Result<(StepScores, OrtKv)> {
         let b = kv.batch;
         if b == 0 || !input_ids.len().is_multiple_of(b) {
             return Err(SampleError::BadInput(format!(
@@ -336,17 +324,14 @@ impl OrtModel {
         };
         let mut out = self.session.run_with_options(inputs, run).map_err(ort_err)?;
         let get = |name: &str| out.get(name).ok_or_else(|| SampleError::Ort(format!("no {name} output")));
-        let (shape, scores) = if let Some(k) = top {
-            let (shape, vals) = get("top_logits")?.try_extract_tensor::<f32>().map_err(ort_err)?;
+        let scores = if let Some(k) = top {
+            let (_, vals) = get("top_logits")?.try_extract_tensor::<f32>().map_err(ort_err)?;
             let (_, ids) = get("top_ids")?.try_extract_tensor::<i64>().map_err(ort_err)?;
             let (_, sums) = get("logit_sums")?.try_extract_tensor::<f32>().map_err(ort_err)?;
-            let shape = shape.iter().map(|&d| d as usize).collect::<Vec<_>>();
-            (shape, StepScores::top(vals.to_vec(), ids.to_vec(), sums.to_vec(), k))
+            StepScores::top(vals.to_vec(), ids.to_vec(), sums.to_vec(), k)
         } else {
             let (shape, data) = get("logits")?.try_extract_tensor::<f32>().map_err(ort_err)?;
-            let shape = shape.iter().map(|&d| d as usize).collect::<Vec<_>>();
-            let v = shape.last().copied().unwrap_or(0);
-            (shape, StepScores::full(data.to_vec(), v))
+            StepScores::full(data.to_vec(), shape.last().copied().unwrap_or(0) as usize)
         };
         let mut values = Vec::with_capacity(2 * nl);
         for i in 0..nl {
@@ -355,7 +340,7 @@ impl OrtModel {
                 values.push(out.remove(&name).ok_or_else(|| SampleError::Ort(format!("no output {name}")))?);
             }
         }
-        Ok((shape, scores, OrtKv { values, len: t, batch: b }))
+        Ok((scores, OrtKv { values, len: t, batch: b }))
     }
 
     /// Logits of one sequence without a cache: [T, V] (`all_positions`) or [V].
@@ -424,12 +409,12 @@ impl OrtModel {
             let u_prompts: Vec<Vec<i64>> = unique.iter().map(|&i| prompts[i].clone()).collect();
             let up = LeftPadded::new(&u_prompts, pad_id); // same width l: the longest prompt is unique too
             let kv_u = self.empty_kv(unique.len())?;
-            let (u_scores, u_kv) = self.step(&up.ids, &up.mask, &up.positions, kv_u, top)?; // U rows
+            let (u_scores, u_kv) = self.forward_scores(&up.ids, &up.mask, &up.positions, kv_u, 1, top)?; // U rows
             (u_scores.select(&row_of), self.select_kv_rows(u_kv, &row_of)?)
         } else {
             let kv = self.empty_kv(b)?;
             let flat_mask: Vec<i64> = mask.concat();
-            self.step(&ids, &flat_mask, &pos, kv, top)? // B rows
+            self.forward_scores(&ids, &flat_mask, &pos, kv, 1, top)? // B rows
         };
         let mut done = vec![false; b];
         for step in 0..max_new {
@@ -448,7 +433,7 @@ impl OrtModel {
                 step_pos.push(real[i]);
                 real[i] += 1;
             }
-            let (s2, kv2) = self.step(&next, &flat_mask, &step_pos, kv, top)?;
+            let (s2, kv2) = self.forward_scores(&next, &flat_mask, &step_pos, kv, 1, top)?;
             scores = s2;
             kv = kv2;
         }
@@ -584,7 +569,7 @@ impl OrtModel {
                     r.pos += 1;
                 }
             }
-            let (s2, kv2) = self.step(&next, &flat_mask, &pos, cache, top)?;
+            let (s2, kv2) = self.forward_scores(&next, &flat_mask, &pos, cache, 1, top)?;
             scores = s2;
             kv = Some(kv2);
         }
@@ -610,7 +595,7 @@ impl OrtModel {
         let u_prompts: Vec<Vec<i64>> = unique.iter().map(|&i| prompts[i].clone()).collect();
         let up = LeftPadded::new(&u_prompts, pad_id);
         let kv0 = self.empty_kv(unique.len())?;
-        let (u_scores, u_kv) = self.step(&up.ids, &up.mask, &up.positions, kv0, top)?; // U rows
+        let (u_scores, u_kv) = self.forward_scores(&up.ids, &up.mask, &up.positions, kv0, 1, top)?; // U rows
         let kv = if unique.len() < take.len() { self.select_kv_rows(u_kv, &row_of)? } else { u_kv };
         let scores = if unique.len() < take.len() { u_scores.select(&row_of) } else { u_scores };
         let l = up.width;
