@@ -1,6 +1,7 @@
 //! `rlvr-decomp sample` is resumable and loss-free: killed (SIGKILL) at random points and
 //! rerun until it finishes, it ends with exactly the records of an uninterrupted run
-//! (same set, byte for byte, after sorting); rerunning with other settings is refused.
+//! (same set, byte for byte, after sorting) — with fixed batches and with `--continuous`;
+//! rerunning with other settings is refused.
 
 mod common;
 
@@ -61,43 +62,15 @@ fn kill9_resume_equals_uninterrupted_run() {
     let onnx = random_model_export(tmp.path());
 
     let reference = tmp.path().join("ref");
+    let t0 = std::time::Instant::now();
     let o = sample_cmd(&onnx, &reference, "1.0").output().unwrap();
+    let run_ms = t0.elapsed().as_millis() as u64;
     assert!(o.status.success(), "reference run failed: {}", String::from_utf8_lossy(&o.stderr));
     let want = sorted_lines(&reference);
     assert_eq!(want.len(), 16);
 
     let out = tmp.path().join("killed");
-    // Deterministic pseudo-random kill delays (xorshift), spread over a run's lifetime.
-    let mut x: u64 = 0x2545F4914F6CDD1D;
-    let mut kills = 0;
-    let mut finished = false;
-    let mut progress = vec![];
-    for _ in 0..20 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let delay = 300 + x % 2000;
-        let mut child = sample_cmd(&onnx, &out, "1.0").spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        if child.try_wait().unwrap().is_some() {
-            finished = true;
-            break;
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        kills += 1;
-        // partial state is always a subset of the reference
-        let got = sorted_lines(&out);
-        progress.push(got.len());
-        assert!(got.iter().all(|l| want.binary_search(l).is_ok()), "a partial run wrote a record not in the reference");
-    }
-    if !finished {
-        let o = sample_cmd(&onnx, &out, "1.0").output().unwrap();
-        assert!(o.status.success(), "final resume failed: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    eprintln!("killed {kills} times before the run completed; records on disk after each kill: {progress:?}");
-    assert!(kills > 0, "never killed: make the run longer");
-    assert_eq!(sorted_lines(&out), want, "resumed run differs from the uninterrupted one");
+    kill_until_done(&onnx, &out, &[], &want, run_ms);
     // no temporary files left behind once a run completes
     let o = sample_cmd(&onnx, &out, "1.0").output().unwrap();
     assert!(o.status.success());
@@ -108,6 +81,50 @@ fn kill9_resume_equals_uninterrupted_run() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("different settings") && err.contains("temperature"), "unexpected error: {err}");
+
+    // The same with continuous batching: chunks commit whole as their last pair finishes, so the
+    // killed-and-resumed run ends with the records of the uninterrupted fixed-batch run.
+    kill_until_done(&onnx, &tmp.path().join("killed-continuous"), &["--continuous"], &want, run_ms);
+}
+
+/// Runs `sample` (with `extra` flags) into `out`, SIGKILLing it at pseudo-random points and
+/// rerunning until it finishes; checks every partial state and the final records against `want`.
+/// `run_ms`: how long an uninterrupted run took here, so that the kills land inside runs on any
+/// machine (a fixed delay can fall before the first chunk on a slow one and test nothing).
+fn kill_until_done(onnx: &Path, out: &Path, extra: &[&str], want: &[String], run_ms: u64) {
+    // Deterministic pseudo-random kill delays (xorshift), spread over a run's lifetime.
+    let mut x: u64 = 0x2545F4914F6CDD1D;
+    let mut kills = 0;
+    let mut finished = false;
+    let mut progress = vec![];
+    for _ in 0..20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let delay = run_ms * (20 + x % 60) / 100;
+        let mut child = sample_cmd(onnx, out, "1.0").args(extra).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        if child.try_wait().unwrap().is_some() {
+            finished = true;
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
+        // partial state is always a subset of the reference
+        let got = sorted_lines(out);
+        progress.push(got.len());
+        assert!(got.iter().all(|l| want.binary_search(l).is_ok()), "a partial run wrote a record not in the reference");
+    }
+    if !finished {
+        let o = sample_cmd(onnx, out, "1.0").args(extra).output().unwrap();
+        assert!(o.status.success(), "final resume failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    eprintln!(
+        "{extra:?}: killed {kills} times before the run completed; records on disk after each kill: {progress:?}"
+    );
+    assert!(kills > 0, "never killed: make the run longer");
+    assert_eq!(sorted_lines(out), want, "{extra:?}: resumed run differs from the uninterrupted one");
 }
 
 #[test]
