@@ -57,7 +57,7 @@ STAMP_TOK := $(SHARE)/qwen3-tokenizer/tokenizer.json
 STAMP_MV := $(VENV)/.stamp-math-verify
 STAMP_SMOL := $(SHARE)/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: help setup build build-cuda build-debug test smoke reproduce figures claims fixtures bench bench-verify bench-model bench-sample bench-sample-k256 bench-train bench-memory fmt clean distclean
+.PHONY: help setup build build-cuda build-debug test smoke reproduce figures claims fixtures bench bench-verify bench-model bench-sample bench-sample-k256 bench-sample-ops bench-train bench-memory fmt clean distclean
 
 help: ## list targets
 	@echo "rlvr-decomp — reproduce Zhu et al. 2025 (PSR/NSR decomposition of RLVR)"
@@ -159,9 +159,13 @@ bench-sample-k256: build-debug ## the k-samples-of-one-prompt workload: shared p
 	mkdir -p results/bench
 	$(VPY) scripts/bench_sample_k256.py --bin $(DEBUG_BIN) --out results/bench/sample_k256.json
 
-bench-sample: build ## sampler tokens/s: ORT vs tch vs transformers generate, batch 1/16/64/256
+bench-sample: build ## sampler tokens/s: ORT (standard and fused export) vs tch vs transformers generate, batch 1/16/64/256
 	mkdir -p results/bench
 	$(VPY) scripts/bench_sample.py --bin $(BIN) --out results/bench/sample.json
+
+bench-sample-ops: build ## where a decode step's time goes: ONNX Runtime's per-operator profile, standard vs fused export
+	mkdir -p results/bench
+	$(VPY) scripts/bench_sample_ops.py --bin $(BIN) --out results/bench/sample_ops.json
 
 bench-memory: build ## gradient checkpointing on/off: peak memory and time of one update, and the train --dry-run plan beside it
 	mkdir -p results/bench

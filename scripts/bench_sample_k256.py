@@ -13,6 +13,9 @@ side in one run, alternating A B A B so a drifting machine hits both alike; reco
     tokens (responses end anywhere from a few dozen tokens to the cap): `--continuous` vs fixed batches
     of 64 (`--real-rounds`, default 1: each run takes minutes). Whether the records are identical is
     reported, not required: a 30-layer model's kernels need not be batch-invariant.
+ 4. the same real-model workload through a fused export (`export --graph fused`: GroupQueryAttention
+    over a pre-allocated cache, finished slots refilled in place) vs the standard export's fixed
+    batches. Records identical reported, not required (different kernels).
 
 Usage: .venv/bin/python scripts/bench_sample_k256.py [--bin target/debug/rlvr-decomp] [--rounds 3]
          [--real-rounds 1] [--threads 2] [--out results/bench/sample_k256.json]
@@ -114,14 +117,23 @@ def main():
         hf2, onnx2 = work / "smol-hf", work / "smol-onnx"
         subprocess.run([a.bin, "import-gguf", "--gguf", str(gguf), "--out", str(hf2)], check=True, capture_output=True)
         subprocess.run([a.bin, "export", "--model", str(hf2), "--out", str(onnx2)], check=True, capture_output=True)
-        base = [a.bin, "sample", "--onnx", str(onnx2), "--dataset", "mawps", "--limit", "1", "--k", "256",
+        fused2 = work / "smol-onnx-fused"
+        subprocess.run([a.bin, "export", "--model", str(hf2), "--out", str(fused2), "--graph", "fused"], check=True,
+                       capture_output=True)
+        base = [a.bin, "sample", "--dataset", "mawps", "--limit", "1", "--k", "256",
                 "--batch", "64", "--template", "smollm2", "--temperature", "0.7", "--top-p", "0.8", "--top-k", "20",
                 "--max-new-tokens", "160", "--threads", str(a.threads)]
-        res["real_model_continuous"] = ab("real-model-continuous", base, ["--continuous"], [], a.real_rounds, work,
-                                          require_same=False)
+        std = ["--onnx", str(onnx2)]
+        res["real_model_continuous"] = ab("real-model-continuous", base, std + ["--continuous"], std, a.real_rounds,
+                                          work, require_same=False)
+        # The fused export (GroupQueryAttention over a pre-allocated cache, slots refilled in place)
+        # against the standard export's fixed batches (its fastest mode on this model).
+        res["real_model_fused"] = ab("real-model-fused", base, ["--onnx", str(fused2)], std, a.real_rounds, work,
+                                     require_same=False)
     else:
         print(f"real-model-continuous: skipped ({gguf} not found: `make setup`)")
         res["real_model_continuous"] = None
+        res["real_model_fused"] = None
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)

@@ -3,7 +3,7 @@
 //! batch, and prefill + token-by-token KV-cache decoding; identical greedy continuations
 //! (32 tokens) and identical seeded samples.
 
-use rlvr_decomp::export::{self, ExportDType, ExportOptions};
+use rlvr_decomp::export::{self, ExportDType, ExportOptions, GraphKind};
 use rlvr_decomp::model::{self, DType, GenRequest, LoadedModel, SamplingParams};
 use rlvr_decomp::sample::{OrtModel, OrtOptions};
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ struct Setup {
 fn setup(arch: &str, dtype: ExportDType) -> Setup {
     let src = fixture_dir(arch);
     let dir = tempfile::tempdir().unwrap();
-    export::export(&src, dir.path(), &ExportOptions { dtype }).unwrap();
+    export::export(&src, dir.path(), &ExportOptions { dtype, ..Default::default() }).unwrap();
     let ort = OrtModel::load(dir.path(), &OrtOptions { threads: 1, ..Default::default() }).unwrap();
     let tch = model::load_model(&src, Device::Cpu, DType::F32).unwrap();
     Setup { tch, ort, _dir: dir }
@@ -260,7 +260,7 @@ fn graph_top_k_draws_equal_full_row_draws() {
     ];
     for (arch, dtype) in [("qwen2", ExportDType::F32), ("qwen3", ExportDType::F32), ("qwen3", ExportDType::F16)] {
         let dir = tempfile::tempdir().unwrap();
-        export::export(&fixture_dir(arch), dir.path(), &ExportOptions { dtype }).unwrap();
+        export::export(&fixture_dir(arch), dir.path(), &ExportOptions { dtype, ..Default::default() }).unwrap();
         let load = |graph_top_k| {
             OrtModel::load(dir.path(), &OrtOptions { threads: 1, graph_top_k, ..Default::default() }).unwrap()
         };
@@ -303,7 +303,7 @@ fn overflowing_logits_are_an_error_on_both_paths() {
     let src = tmp.path().join("hf");
     lm.save(&src, &Default::default()).unwrap();
     let onnx = tmp.path().join("onnx");
-    export::export(&src, &onnx, &ExportOptions { dtype: ExportDType::F16 }).unwrap();
+    export::export(&src, &onnx, &ExportOptions { dtype: ExportDType::F16, ..Default::default() }).unwrap();
     let reqs = &requests()[2..];
     for graph_top_k in [true, false] {
         let mut m = OrtModel::load(&onnx, &OrtOptions { threads: 1, graph_top_k, ..Default::default() }).unwrap();
@@ -314,4 +314,174 @@ fn overflowing_logits_are_an_error_on_both_paths() {
             assert!(e.contains("non-finite") || e.contains("NaN"), "graph_top_k {graph_top_k}: {e}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fused export (`--graph fused`): GroupQueryAttention over a pre-allocated cache updated in
+// place, Simplified/SkipSimplifiedLayerNormalization, rotary inside the attention op.
+
+fn fused_setup(arch: &str, dtype: ExportDType) -> Setup {
+    let src = fixture_dir(arch);
+    let dir = tempfile::tempdir().unwrap();
+    let m = export::export(&src, dir.path(), &ExportOptions { dtype, graph: GraphKind::Fused }).unwrap();
+    assert_eq!(m.graph, GraphKind::Fused);
+    let ort = OrtModel::load(dir.path(), &OrtOptions { threads: 1, ..Default::default() }).unwrap();
+    assert!(ort.is_fused());
+    let tch = model::load_model(&src, Device::Cpu, DType::F32).unwrap();
+    Setup { tch, ort, _dir: dir }
+}
+
+/// A full forward and a right-padded batch decoded token by token through the in-place cache:
+/// every position's logits within 1e-4 of the tch model's.
+#[test]
+fn fused_export_logits_match_tch() {
+    let prompts = vec![ids_single(), vec![44, 45, 46, 500, 3, 77], vec![9, 250, 128]];
+    let conts = vec![vec![11, 12, 13, 14, 15], vec![301, 302, 303, 304, 305], vec![7, 7, 7, 7, 7]];
+    for arch in ARCHES {
+        let mut s = fused_setup(arch, ExportDType::F32);
+        let ids = ids_single();
+        let (shape, ort) = s.ort.logits(&ids, true).unwrap();
+        assert_eq!(shape, vec![ids.len(), 512]);
+        check(&format!("{arch} fused full"), max_diff(&ort, &tch_logits(&s.tch, &ids, 1, None)), TOL);
+        let (shape, last) = s.ort.logits(&ids, false).unwrap();
+        assert_eq!(shape, vec![512]);
+        // (every-position logits come from one token per step, the last from one prefill call)
+        check(&format!("{arch} fused last: prefill vs stepwise"), max_diff(&last, &ort[(ids.len() - 1) * 512..]), TOL);
+        check(
+            &format!("{arch} fused last"),
+            max_diff(&last, &tch_logits(&s.tch, &ids, 1, None)[(ids.len() - 1) * 512..]),
+            TOL,
+        );
+
+        let got = s.ort.decode_logits(&prompts, &conts).unwrap();
+        let mut d = 0.0f32;
+        for (r, (p, c)) in prompts.iter().zip(&conts).enumerate() {
+            let seq: Vec<i64> = p.iter().chain(c).copied().collect();
+            let reference = tch_logits(&s.tch, &seq, 1, None);
+            for step in 0..=c.len() {
+                let j = p.len() - 1 + step;
+                d = d.max(max_diff(&got[r][step * 512..(step + 1) * 512], &reference[j * 512..(j + 1) * 512]));
+            }
+        }
+        check(&format!("{arch} fused right-padded prefill + in-place decode"), d, TOL);
+    }
+}
+
+/// Same seeds, same tokens as the tch model (greedy and seeded top-k/top-p, fixed batches and
+/// continuous batching with refills), every row equal to the row generated alone.
+#[test]
+fn fused_generation_equals_tch() {
+    let sampled = SamplingParams { temperature: 0.7, top_p: 0.9, top_k: 20, max_new_tokens: 24, stop_ids: vec![2] };
+    let full_rows = SamplingParams { temperature: 1.0, top_p: 0.95, top_k: 0, max_new_tokens: 12, stop_ids: vec![2] };
+    let prompts = [ids_single(), vec![9, 250, 128], vec![44, 45, 46, 500, 3, 77, 12, 13]];
+    let reqs: Vec<GenRequest> = (0..9u64)
+        .map(|s| GenRequest { prompt: prompts[(s / 3) as usize].clone(), problem_id: 20 + s / 3, sample_idx: s })
+        .collect();
+    let stopping =
+        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, max_new_tokens: 10, stop_ids: (0..40).collect() };
+    for arch in ARCHES {
+        let mut s = fused_setup(arch, ExportDType::F32);
+        for p in [SamplingParams::greedy(32), sampled.clone(), full_rows.clone()] {
+            let a = model::generate(&s.tch.model, &requests(), &p, 1234, 0).unwrap();
+            assert_eq!(s.ort.generate(&requests(), &p, 1234, 0).unwrap(), a, "{arch} {p:?}: fused vs tch");
+        }
+        // Rows stopping at different steps through 4 slots: refills, then the tail's smaller cache.
+        let want = model::generate(&s.tch.model, &reqs, &stopping, 7, 0).unwrap();
+        let lens: Vec<usize> = want.iter().map(|g| g.tokens.len()).collect();
+        assert!(lens.iter().min() < lens.iter().max(), "{arch}: rows must end at different steps: {lens:?}");
+        for slots in [1, 4, 9] {
+            let mut got = vec![None; reqs.len()];
+            s.ort
+                .generate_stream(&reqs, &stopping, 7, 0, slots, &mut |i, g| {
+                    assert!(got[i].is_none(), "request {i} reported twice");
+                    got[i] = Some(g);
+                    Ok(())
+                })
+                .unwrap();
+            let got: Vec<_> = got.into_iter().map(Option::unwrap).collect();
+            assert_eq!(got, want, "{arch}: continuous batching with {slots} slots vs tch");
+        }
+    }
+}
+
+/// Top-k and greedy draws from the graph's `TopK` equal draws from full rows; shared prefill on
+/// and off give the same tokens.
+#[test]
+fn fused_graph_top_k_and_shared_prefill_change_nothing() {
+    let reqs: Vec<GenRequest> = (0..6u64)
+        .map(|s| GenRequest {
+            prompt: [ids_single(), vec![9, 250, 128]][(s % 2) as usize].clone(),
+            problem_id: 30 + s % 2,
+            sample_idx: s,
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    export::export(
+        &fixture_dir("qwen3"),
+        dir.path(),
+        &ExportOptions { dtype: ExportDType::F32, graph: GraphKind::Fused },
+    )
+    .unwrap();
+    let load = |graph_top_k, shared_prefill| {
+        OrtModel::load(dir.path(), &OrtOptions { threads: 1, graph_top_k, shared_prefill, ..Default::default() })
+            .unwrap()
+    };
+    let mut base = load(true, true);
+    for p in [
+        SamplingParams { temperature: 0.7, top_p: 0.8, top_k: 20, max_new_tokens: 16, stop_ids: (0..30).collect() },
+        SamplingParams::greedy(16),
+    ] {
+        let want = base.generate(&reqs, &p, 5, 0).unwrap();
+        for (gtk, sp) in [(false, true), (true, false), (false, false)] {
+            assert_eq!(load(gtk, sp).generate(&reqs, &p, 5, 0).unwrap(), want, "graph_top_k {gtk} shared {sp}: {p:?}");
+        }
+    }
+}
+
+/// The f16 fused export: logits close to the f32 tch model (as the standard f16 export), and
+/// greedy rows equal to the rows alone (the f16 cache copied between slots).
+#[test]
+fn fused_f16_export_is_close_and_rows_are_independent() {
+    let mut s = fused_setup("qwen3", ExportDType::F16);
+    let ids = ids_single();
+    let (_, ort) = s.ort.logits(&ids, true).unwrap();
+    check("qwen3 fused f16 (loose)", max_diff(&ort, &tch_logits(&s.tch, &ids, 1, None)), 5e-2);
+    let std = setup("qwen3", ExportDType::F16);
+    let mut std_ort = std.ort;
+    let (_, std_logits) = std_ort.logits(&ids, true).unwrap();
+    check("qwen3 fused f16 vs standard f16", max_diff(&ort, &std_logits), 5e-2);
+    let reqs = requests();
+    let batch = s.ort.generate(&reqs, &SamplingParams::greedy(8), 0, 0).unwrap();
+    for i in 0..reqs.len() {
+        assert_eq!(s.ort.generate(&reqs[i..i + 1], &SamplingParams::greedy(8), 0, 0).unwrap()[0], batch[i]);
+    }
+}
+
+/// What the fused graph cannot do is refused by name: a head_dim ONNX Runtime's CPU kernel does
+/// not take (nothing written), and mask-driven calls on a fused export.
+#[test]
+fn fused_export_refusals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("hd24");
+    std::fs::create_dir(&src).unwrap();
+    for f in std::fs::read_dir(fixture_dir("qwen3")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, src.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"head_dim\": 16", "\"head_dim\": 24");
+    std::fs::write(src.join("config.json"), cfg).unwrap();
+    let out = tmp.path().join("onnx");
+    let e = export::export(&src, &out, &ExportOptions { dtype: ExportDType::F32, graph: GraphKind::Fused })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("head_dim a multiple of 16") && e.contains("24") && e.contains("--graph standard"), "{e}");
+    assert!(!out.exists(), "nothing written");
+
+    let mut s = fused_setup("qwen2", ExportDType::F32);
+    let kv = s.ort.empty_kv(1).unwrap();
+    let e = match s.ort.forward(&[1, 2], &[1, 1], &[0, 1], kv, 0) {
+        Ok(_) => panic!("a mask-driven call on a fused export must fail"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("fused export"), "{e}");
 }

@@ -1,7 +1,8 @@
 //! End to end on real MATH-500 prompts with the real Qwen tokenizer: a small random Qwen2
-//! (vocab 151936) saved by our tch code → `export` → `sample` (ONNX Runtime) → `eval`
-//! (counts + pass@k as JSON and parquet). pass@k is ~0 for a random model; the point is the
-//! pipeline. Also checks that the tch backend draws the same samples.
+//! (vocab 151936, head_dim 16 so the fused export applies too) saved by our tch code → `export`
+//! → `sample` (ONNX Runtime) → `eval` (counts + pass@k as JSON and parquet). pass@k is ~0 for a
+//! random model; the point is the pipeline. Also checks that continuous batching, the fused
+//! export and the tch backend draw the same samples.
 
 use polars::prelude::*;
 mod common;
@@ -12,7 +13,7 @@ use std::process::Command;
 fn random_hf_model(dir: &Path) {
     let cfg_json = serde_json::json!({
         "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
-        "vocab_size": 151936, "hidden_size": 32, "intermediate_size": 64,
+        "vocab_size": 151936, "hidden_size": 64, "intermediate_size": 64,
         "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
         "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": false,
         "max_position_embeddings": 4096, "hidden_act": "silu",
@@ -136,6 +137,28 @@ fn export_sample_eval_on_math500() {
     fixed.sort();
     cont.sort();
     assert_eq!(cont, fixed, "continuous batching changed samples");
+
+    // The fused export (GroupQueryAttention over a pre-allocated cache) draws the same samples
+    // (logits within ~1e-5 of the standard graph's: a near-tie may flip one), fixed and continuous.
+    let fused = tmp.path().join("onnx-fused");
+    run_ok(bin().args(["export", "--graph", "fused", "--model"]).arg(&hf).arg("--out").arg(&fused));
+    for (name, batch, extra) in [("fused", "16", None), ("fused-continuous", "5", Some("--continuous"))] {
+        let dir = run.join(format!("samples/math500-{name}"));
+        let mut c = bin();
+        c.args(["sample", "--dataset", "math500", "--limit", "4", "--k", "8", "--max-new-tokens", "16"])
+            .args(["--preset", "qwen2.5-math", "--batch", batch, "--seed", "3", "--threads", "2"])
+            .args(extra)
+            .arg("--onnx")
+            .arg(&fused)
+            .arg("--out")
+            .arg(&dir);
+        run_ok(&mut c);
+        let mut got: Vec<_> = records(&dir).iter().map(key).collect();
+        got.sort();
+        let same = got.iter().zip(&fixed).filter(|(a, b)| a == b).count();
+        eprintln!("{name} vs standard: {same}/{} identical samples", fixed.len());
+        assert!(same >= fixed.len() - 1, "{name}: {} of {} samples differ", fixed.len() - same, fixed.len());
+    }
 
     // The tch backend draws the same samples (same seeding + sampler, logits equal to ~1e-5).
     let samples_tch = run.join("samples/math500-tch");

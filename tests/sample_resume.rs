@@ -5,6 +5,7 @@
 
 mod common;
 
+use rlvr_decomp::export::{ExportOptions, GraphKind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -12,10 +13,16 @@ use std::time::Duration;
 /// A small random Qwen3 with the real vocabulary size (so the Qwen tokenizer's ids fit),
 /// saved by our tch code, then exported to ONNX. Returns the export dir.
 fn random_model_export(root: &Path) -> PathBuf {
+    random_model_export_as(root, 8, GraphKind::Standard)
+}
+
+/// The same model with heads of `head_dim` (the fused graph needs a multiple of 16), exported
+/// as `graph`.
+fn random_model_export_as(root: &Path, head_dim: i64, graph: GraphKind) -> PathBuf {
     let cfg_json = serde_json::json!({
         "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
         "vocab_size": 151936, "hidden_size": 32, "intermediate_size": 64,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": head_dim,
         "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": true,
         "max_position_embeddings": 4096, "hidden_act": "silu",
         "bos_token_id": 151643, "eos_token_id": 151645, "torch_dtype": "float32"
@@ -23,7 +30,7 @@ fn random_model_export(root: &Path) -> PathBuf {
     let hf = root.join("hf");
     common::save_random_hf_model(&hf, &cfg_json, 0);
     let onnx = root.join("onnx");
-    rlvr_decomp::export::export(&hf, &onnx, &Default::default()).unwrap();
+    rlvr_decomp::export::export(&hf, &onnx, &ExportOptions { graph, ..Default::default() }).unwrap();
     onnx
 }
 
@@ -84,6 +91,23 @@ fn kill9_resume_equals_uninterrupted_run() {
 
     // The same with continuous batching: chunks commit whole as their last pair finishes, so the
     // killed-and-resumed run ends with the records of the uninterrupted fixed-batch run.
+    kill_until_done(&onnx, &tmp.path().join("killed-continuous"), &["--continuous"], &want, run_ms);
+}
+
+/// The fused export (pre-allocated cache updated in place, slots refilled as rows finish) is
+/// just as resumable, with fixed batches and with `--continuous`.
+#[test]
+fn kill9_resume_fused_export_equals_uninterrupted_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let onnx = random_model_export_as(tmp.path(), 16, GraphKind::Fused);
+    let reference = tmp.path().join("ref");
+    let t0 = std::time::Instant::now();
+    let o = sample_cmd(&onnx, &reference, "1.0").output().unwrap();
+    let run_ms = t0.elapsed().as_millis() as u64;
+    assert!(o.status.success(), "reference run failed: {}", String::from_utf8_lossy(&o.stderr));
+    let want = sorted_lines(&reference);
+    assert_eq!(want.len(), 16);
+    kill_until_done(&onnx, &tmp.path().join("killed"), &[], &want, run_ms);
     kill_until_done(&onnx, &tmp.path().join("killed-continuous"), &["--continuous"], &want, run_ms);
 }
 

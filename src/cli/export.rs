@@ -1,7 +1,7 @@
 //! `rlvr-decomp export`: HF checkpoint → ONNX (external weights, KV-cache I/O).
 
 use anyhow::{Context, Result};
-use rlvr_decomp::export::{self, ExportDType, ExportOptions};
+use rlvr_decomp::export::{self, ExportDType, ExportOptions, GraphKind};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -16,10 +16,17 @@ pub struct ExportArgs {
     /// Weight / compute dtype of the graph: f32 | f16 (f16 is for the CUDA EP).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Graph: `standard` (opset-17 ops, the cache grows by concatenation; any execution provider
+    /// and head size) or `fused` (ONNX Runtime's GroupQueryAttention with rotary inside and
+    /// Simplified/SkipSimplifiedLayerNormalization over a pre-allocated cache the sampler updates
+    /// in place; head_dim a multiple of 16; CPU execution provider).
+    #[arg(long, default_value = "standard", value_name = "KIND")]
+    pub graph: String,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
     let dtype: ExportDType = args.dtype.parse()?;
+    let graph: GraphKind = args.graph.parse()?;
     let t0 = std::time::Instant::now();
     let model = if args.model.join("checkpoints").is_dir() {
         let p = rlvr_decomp::rl::trainer::latest_policy(&args.model)?
@@ -29,7 +36,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     } else {
         args.model.clone()
     };
-    let m = export::export(&model, &args.out, &ExportOptions { dtype })
+    let m = export::export(&model, &args.out, &ExportOptions { dtype, graph })
         .with_context(|| format!("exporting {} to {}", model.display(), args.out.display()))?;
     tracing::info!(
         "exported {} ({} layers, {} dtype, {:.1} MB of weights) to {} in {:.1}s",

@@ -84,6 +84,10 @@ pub struct SampleArgs {
     /// own `TopK` output (same tokens; for measuring what selecting in the graph saves).
     #[arg(long)]
     pub no_graph_top_k: bool,
+    /// Write ONNX Runtime's per-operator profile (its JSON trace, one event per node run) to a
+    /// file named after PREFIX when the run ends (`scripts/ort_profile.py` sums it per op type).
+    #[arg(long, value_name = "PREFIX")]
+    pub ort_profile: Option<PathBuf>,
     /// Answer extraction for verdicts: lenient (evaluation, the default) or strict (as training rewards).
     #[arg(long, value_enum, default_value_t = Mode::Lenient)]
     pub verifier_mode: Mode,
@@ -156,6 +160,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
                     shared_prefill: !args.no_shared_prefill,
                     continuous: args.continuous,
                     graph_top_k: !args.no_graph_top_k,
+                    profile: args.ort_profile.clone(),
                 },
             )
             .with_context(|| format!("loading {}", model_dir.display()))?;

@@ -1,20 +1,23 @@
 //! ONNX export of the Qwen2 / Qwen3 decoder (written from Rust, no Python).
 //!
 //! * [`proto`] — the subset of `onnx.proto` we write, as `prost` messages.
-//! * [`onnx`]  — the graph builder: standard opset-17 ops only (Gather, MatMul, Softmax, …),
+//! * [`onnx`]  — the graph builder: standard opset-17 ops (Gather, MatMul, Softmax, …) by default,
 //!   weights as external data in one `model.onnx.data` file (so models over 2 GB work),
 //!   past/present KV-cache inputs/outputs, dynamic batch and sequence axes.
+//! * `fused`   — the decoder stack of `--graph fused`: ONNX Runtime's `GroupQueryAttention`
+//!   (rotary inside) and `(Skip)SimplifiedLayerNormalization` over a cache updated in place.
 //!
 //! An export directory holds `model.onnx`, `model.onnx.data`, the source `config.json`,
 //! `generation_config.json`, tokenizer files, `export.json` ([`ExportManifest`]) and
 //! `fingerprint.json` (sha256 of the graph, the weights and the manifest; checked on load).
 
+mod fused;
 pub mod onnx;
 pub mod proto;
 
 pub use onnx::{
-    export, read_manifest, verify_fingerprint, ExportDType, ExportManifest, ExportOptions, IDENTITY_FILES, MANIFEST,
-    ONNX_DATA, ONNX_FILE,
+    export, read_manifest, verify_fingerprint, ExportDType, ExportManifest, ExportOptions, GraphKind, IDENTITY_FILES,
+    MANIFEST, ONNX_DATA, ONNX_FILE,
 };
 
 use std::path::PathBuf;
@@ -36,6 +39,10 @@ pub enum ExportError {
     NotAnExport(PathBuf),
     #[error("unknown export dtype {0:?} (expected f32 or f16)")]
     BadDtype(String),
+    #[error("unknown export graph {0:?} (expected standard or fused)")]
+    BadGraph(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("libtorch error while reading weights: {0}")]
     Torch(String),
     #[error(transparent)]

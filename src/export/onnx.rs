@@ -1,6 +1,7 @@
-//! Qwen2 / Qwen3 / Llama → ONNX (opset 17, standard ops only), weights as external data.
+//! Qwen2 / Qwen3 / Llama → ONNX (opset 17), weights as external data, in one of two graphs.
 //!
-//! Graph interface (B batch, S new tokens, P past tokens, K kv heads, D head_dim, V vocab):
+//! **Standard** (`--graph standard`, the default; standard ops only, any execution provider).
+//! Interface (B batch, S new tokens, P past tokens, K kv heads, D head_dim, V vocab):
 //!
 //! | name | shape | type |
 //! |---|---|---|
@@ -10,18 +11,32 @@
 //! | in `past_key_values.{i}.key` / `.value` | [B, K, P, D] | model dtype |
 //! | in `logits_to_keep` (optional, default 0) | [] | int64: 0 = all positions, n = last n |
 //! | in `top_k` (optional, default 1) | [] | int64, 1 ≤ k ≤ V: how many candidates `top_*` keep |
-//! | out `logits` | [B, S or n, V] | float32 |
-//! | out `top_logits` / `top_ids` | [B, S or n, k] | float32 / int64: the k largest logits, descending (ties: lower id first) |
-//! | out `logit_sums` | [B, S or n] | float32: each row's sum — NaN or +inf iff the row holds NaN or +inf (barring overflow) |
+//! | out `logits` | [B·S', V], S' = S or n | float32, rows batch-major (2-D: a 3-D reshape would copy them) |
+//! | out `top_logits` / `top_ids` | [B·S', k] | float32 / int64: the k largest logits, descending (ties: lower id first) |
+//! | out `logit_sums` | [B·S'] | float32: each row's sum — NaN or +inf iff the row holds NaN or +inf (barring overflow) |
 //! | out `present.{i}.key` / `.value` | [B, K, P+S, D] | model dtype |
 //!
 //! Numerics follow `crate::model::qwen` (itself transformers): RMSNorm in f32, RoPE tables in f32
 //! cast to the model dtype, softmax in f32 with an additive mask built from causal ∧ key-is-real,
 //! plus the diagonal (so padding queries never see an all-masked row).
 //!
+//! **Fused** (`--graph fused`, [`super::fused`]; ONNX Runtime's contrib ops, CPU execution
+//! provider, head_dim a multiple of 16). Each row's cache lives at positions `[0, len)` of a
+//! buffer of M ≥ every row's length, which the sampler binds as both past and present so
+//! `GroupQueryAttention` writes the new tokens in place:
+//!
+//! | name | shape | type |
+//! |---|---|---|
+//! | in `input_ids` | [B, S] | int64 (a prefill from an empty cache right-pads rows to S; a decode step has S = 1) |
+//! | in `seqlens_k` | [B] | int32: the row's cache length after this call, minus 1 (positions follow from it) |
+//! | in `total_sequence_length` | [] | int32: max over rows of `seqlens_k` + 1 (= S in a prefill) |
+//! | in/out `past_key_values.{i}.*` / `present.{i}.*` | [B, K, M, D] | model dtype, one buffer bound to both |
+//! | in `top_k` (optional, default 1) | [] | int64, as above |
+//! | out `logits`, `top_logits`, `top_ids`, `logit_sums` | [B, …] | as above, at each row's last token |
+//!
 //! A sampler that draws from the top k (or greedily, k = 1) asks for `top_*` and `logit_sums`
-//! instead of `logits`: ONNX Runtime then runs `TopK` in the graph, prunes the `logits` output,
-//! and only `[B, k]` values cross to the host instead of `[B, V]` (151,936 for Qwen).
+//! instead of `logits`: ONNX Runtime then runs `TopK` in the graph and only `[B, k]` values cross
+//! to the host instead of `[B, V]` (151,936 for Qwen).
 
 use super::proto::{self, data_type as dt, *};
 use super::{ExportError, Result};
@@ -46,9 +61,10 @@ const OPSET: i64 = 17;
 const IR_VERSION: i64 = 8;
 
 /// Storage / compute dtype of the exported graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportDType {
+    #[default]
     F32,
     F16,
 }
@@ -85,16 +101,47 @@ impl std::str::FromStr for ExportDType {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct ExportOptions {
-    pub dtype: ExportDType,
+/// Which graph the export writes (see the module docs for both interfaces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GraphKind {
+    /// Standard opset-17 ops; the cache grows by concatenation (any EP, any head_dim).
+    #[default]
+    Standard,
+    /// ONNX Runtime's fused contrib ops (`GroupQueryAttention` with rotary inside,
+    /// `SimplifiedLayerNormalization`, `SkipSimplifiedLayerNormalization`) over a pre-allocated
+    /// cache that the sampler binds as both past and present (updated in place).
+    Fused,
 }
 
-impl Default for ExportOptions {
-    fn default() -> Self {
-        ExportOptions { dtype: ExportDType::F32 }
+impl GraphKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphKind::Standard => "standard",
+            GraphKind::Fused => "fused",
+        }
     }
 }
+
+impl std::str::FromStr for GraphKind {
+    type Err = ExportError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "standard" => Ok(GraphKind::Standard),
+            "fused" => Ok(GraphKind::Fused),
+            _ => Err(ExportError::BadGraph(s.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExportOptions {
+    pub dtype: ExportDType,
+    pub graph: GraphKind,
+}
+
+/// ONNX Runtime's CPU `GroupQueryAttention` kernel works on heads of a multiple of 16.
+pub const FUSED_HEAD_DIM_MULTIPLE: i64 = 16;
 
 /// `export.json`: what the sampler needs to know without parsing the graph.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,6 +149,9 @@ pub struct ExportManifest {
     /// "qwen2" | "qwen3" | "llama"
     pub arch: String,
     pub dtype: ExportDType,
+    /// Exports made before the fused graph existed are standard.
+    #[serde(default)]
+    pub graph: GraphKind,
     pub opset: i64,
     pub num_layers: usize,
     pub num_attention_heads: usize,
@@ -137,8 +187,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
     move |source| ExportError::Io { path: path.to_path_buf(), source }
 }
 
+/// ONNX Runtime's contrib-op domain (the fused graph's `GroupQueryAttention`, …).
+pub(super) const MS_DOMAIN: &str = "com.microsoft";
+
 /// Builds the graph node by node; weights stream into the external-data file as they are added.
-struct Builder {
+pub(super) struct Builder {
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
     n: usize,
@@ -146,13 +199,16 @@ struct Builder {
     data: HashingWriter<BufWriter<File>>,
     data_path: PathBuf,
     offset: u64,
-    dtype: ExportDType,
+    pub(super) dtype: ExportDType,
 }
 
-fn attr_i(name: &str, i: impl Into<i64>) -> AttributeProto {
+pub(super) fn attr_f(name: &str, f: f32) -> AttributeProto {
+    AttributeProto { name: name.into(), f, r#type: proto::attr_type::FLOAT, ..Default::default() }
+}
+pub(super) fn attr_i(name: &str, i: impl Into<i64>) -> AttributeProto {
     AttributeProto { name: name.into(), i: i.into(), r#type: proto::attr_type::INT, ..Default::default() }
 }
-fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+pub(super) fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto { name: name.into(), ints: ints.to_vec(), r#type: proto::attr_type::INTS, ..Default::default() }
 }
 
@@ -174,8 +230,35 @@ fn value_info(name: &str, elem: i32, dims: &[&str]) -> ValueInfoProto {
 }
 
 impl Builder {
+    /// Adds a node of `domain` with the given output names ("" for an optional output left out).
+    pub(super) fn node(
+        &mut self,
+        domain: &str,
+        op: &str,
+        inputs: &[&str],
+        attrs: Vec<AttributeProto>,
+        outputs: &[&str],
+    ) {
+        self.n += 1;
+        self.nodes.push(NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            name: format!("{op}_{}", self.n),
+            op_type: op.into(),
+            attribute: attrs,
+            domain: domain.into(),
+            ..Default::default()
+        });
+    }
+
+    /// A fresh value name for an output of `op`.
+    pub(super) fn fresh(&mut self, op: &str) -> String {
+        self.n += 1;
+        format!("{}_{}", op.to_ascii_lowercase(), self.n)
+    }
+
     /// Adds a node with one output; returns the output name.
-    fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
+    pub(super) fn op(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> String {
         self.n += 1;
         let out = format!("{}_{}", op.to_ascii_lowercase(), self.n);
         self.nodes.push(NodeProto {
@@ -190,7 +273,7 @@ impl Builder {
     }
 
     /// Like [`Builder::op`] with a chosen output name.
-    fn op_named(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, out: &str) {
+    pub(super) fn op_named(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>, out: &str) {
         self.n += 1;
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
@@ -212,19 +295,19 @@ impl Builder {
         name
     }
 
-    fn c_i64(&mut self, dims: &[i64], vals: &[i64]) -> String {
+    pub(super) fn c_i64(&mut self, dims: &[i64], vals: &[i64]) -> String {
         let t =
             TensorProto { dims: dims.to_vec(), data_type: dt::INT64, int64_data: vals.to_vec(), ..Default::default() };
         self.inline(format!("i64{dims:?}{vals:?}"), t)
     }
-    fn c_f32(&mut self, dims: &[i64], vals: &[f32]) -> String {
+    pub(super) fn c_f32(&mut self, dims: &[i64], vals: &[f32]) -> String {
         let raw: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         let t = TensorProto { dims: dims.to_vec(), data_type: dt::FLOAT, raw_data: raw, ..Default::default() };
         self.inline(format!("f32{dims:?}{:?}", vals.iter().map(|v| v.to_bits()).collect::<Vec<_>>()), t)
     }
     /// Writes a weight (converted to the model dtype, transposed if asked) to the data file
     /// and registers it as an external initializer named `name`.
-    fn weight(&mut self, name: &str, t: &tch::Tensor, transpose: bool) -> Result<String> {
+    pub(super) fn weight(&mut self, name: &str, t: &tch::Tensor, transpose: bool) -> Result<String> {
         let t = if transpose { t.f_transpose(0, 1)? } else { t.shallow_clone() };
         let t = t.f_to_kind(self.dtype.kind())?.f_contiguous()?;
         let numel = t.numel();
@@ -288,7 +371,7 @@ impl Builder {
         self.op("Add", &[&a, &b], vec![])
     }
 
-    fn linear(&mut self, x: &str, w: &str, b: Option<&str>) -> String {
+    pub(super) fn linear(&mut self, x: &str, w: &str, b: Option<&str>) -> String {
         let y = self.op("MatMul", &[x, w], vec![]);
         match b {
             Some(b) => self.op("Add", &[&y, b], vec![]),
@@ -297,119 +380,39 @@ impl Builder {
     }
 }
 
-/// The files of an export that make its identity (and are listed in `fingerprint.json`).
-pub const IDENTITY_FILES: [&str; 3] = [ONNX_FILE, ONNX_DATA, MANIFEST];
-
-/// Checks an export folder's files against its `fingerprint.json` (required: an export without
-/// one is incomplete) and returns the fingerprint.
-pub fn verify_fingerprint(dir: &Path) -> Result<Fingerprint> {
-    if !dir.join(MANIFEST).is_file() {
-        return Err(ExportError::NotAnExport(dir.to_path_buf()));
-    }
-    let names: Vec<String> = IDENTITY_FILES.iter().map(|s| s.to_string()).collect();
-    Ok(fingerprint::verify(dir, &names, Some("export"))?)
-}
-
-/// Exports the HF checkpoint in `model_dir` to the folder `out_dir`, crash-safely: everything is
-/// written into a staging folder beside it and swapped in place of `out_dir` as a whole when
-/// complete (a previous export there stays usable until then). `fingerprint.json` records the
-/// sha256 of the graph, the weights and the manifest; the source checkpoint's fingerprint is
-/// kept in the manifest. Every weight must be finite.
-pub fn export(model_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<ExportManifest> {
-    let cfg = Config::from_path(model_dir)?;
-    let weights = WeightFiles::open(model_dir)?;
-    let source_fp = fingerprint::verify(model_dir, &crate::model::checkpoint::identity_files(&weights), None)?;
-    let stage = crate::durable::staging_dir(out_dir).map_err(io(out_dir))?;
-    let manifest = write_export(model_dir, &cfg, &weights, &source_fp, &stage, opts)?;
-    crate::durable::replace_dir(&stage, out_dir).map_err(io(out_dir))?;
-    Ok(manifest)
-}
-
-fn write_export(
-    model_dir: &Path,
-    cfg: &Config,
-    weights: &WeightFiles,
-    source_fp: &Fingerprint,
-    out_dir: &Path,
-    opts: &ExportOptions,
-) -> Result<ExportManifest> {
-    let data_path = out_dir.join(ONNX_DATA);
-    let data = HashingWriter::new(BufWriter::with_capacity(1 << 22, File::create(&data_path).map_err(io(&data_path))?));
-    let mut g = Builder {
-        nodes: vec![],
-        inits: vec![],
-        n: 0,
-        consts: HashMap::new(),
-        data,
-        data_path: data_path.clone(),
-        offset: 0,
-        dtype: opts.dtype,
-    };
-    let mdt = opts.dtype.onnx();
-    let (c, h, k, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
-    let (inter, v, nl) = (cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers as usize);
-    let rep = h / k;
-    let eps = cfg.rms_norm_eps;
-    let w = |name: &str, dims: &[i64]| -> Result<tch::Tensor> {
-        let t = weights.read(name, dims)?;
-        crate::model::checkpoint::check_finite(name, &t, model_dir)?;
-        Ok(t)
-    };
-
-    let mut inputs = vec![
-        value_info("input_ids", dt::INT64, &["batch", "seq"]),
-        value_info("attention_mask", dt::INT64, &["batch", "total_seq"]),
-        value_info("position_ids", dt::INT64, &["batch", "seq"]),
-    ];
-    let kv_dims = ["batch", &k.to_string(), "past_seq", &d.to_string()].map(|s| s.to_string());
-    let kv_dims: Vec<&str> = kv_dims.iter().map(String::as_str).collect();
-    let pres_dims = ["batch", &k.to_string(), "total_seq", &d.to_string()].map(|s| s.to_string());
-    let pres_dims: Vec<&str> = pres_dims.iter().map(String::as_str).collect();
-    for i in 0..nl {
-        inputs.push(value_info(&format!("past_key_values.{i}.key"), mdt, &kv_dims));
-        inputs.push(value_info(&format!("past_key_values.{i}.value"), mdt, &kv_dims));
-    }
-    // Optional input with a default: an initializer of the same name (IR >= 4).
-    inputs.push(value_info("logits_to_keep", dt::INT64, &[]));
-    g.inits.push(TensorProto {
-        name: "logits_to_keep".into(),
-        data_type: dt::INT64,
-        int64_data: vec![0],
-        ..Default::default()
-    });
-    inputs.push(value_info("top_k", dt::INT64, &[]));
-    g.inits.push(TensorProto { name: "top_k".into(), data_type: dt::INT64, int64_data: vec![1], ..Default::default() });
-    let mut outputs = vec![
-        value_info("logits", dt::FLOAT, &["batch", "logits_seq", &v.to_string()]),
-        value_info("top_logits", dt::FLOAT, &["batch", "logits_seq", "top_k"]),
-        value_info("top_ids", dt::INT64, &["batch", "logits_seq", "top_k"]),
-        value_info("logit_sums", dt::FLOAT, &["batch", "logits_seq"]),
-    ];
-    for i in 0..nl {
-        outputs.push(value_info(&format!("present.{i}.key"), mdt, &pres_dims));
-        outputs.push(value_info(&format!("present.{i}.value"), mdt, &pres_dims));
-    }
-
-    // ---- embedding ----
-    let emb_w = g.weight("model.embed_tokens.weight", &w("model.embed_tokens.weight", &[v, c])?, false)?;
-    let mut x = g.op("Gather", &[&emb_w, "input_ids"], vec![attr_i("axis", 0)]); // [B, S, C]
-
-    // ---- RoPE tables: cos/sin [B, 1, S, D] ----
-    let mut inv_freq: Vec<f32> =
+/// RoPE's inverse frequencies [D/2] in f32 (as the tch model), Llama 3.1's scaling applied.
+pub(super) fn inv_freq(cfg: &Config) -> Vec<f32> {
+    let d = cfg.head_dim;
+    let mut inv: Vec<f32> =
         (0..d / 2).map(|i| 1.0f32 / (cfg.rope_theta as f32).powf((2 * i) as f32 / d as f32)).collect();
     if let Some(l) = &cfg.rope_llama3 {
-        l.apply(&mut inv_freq);
+        l.apply(&mut inv);
     }
-    let inv = g.c_f32(&[d / 2], &inv_freq);
-    let posf = g.op("Cast", &["position_ids"], vec![attr_i("to", dt::FLOAT)]);
+    inv
+}
+
+/// Reads a checkpoint tensor by name and shape (checked finite).
+pub(super) type WeightFn<'a> = dyn Fn(&str, &[i64]) -> Result<tch::Tensor> + 'a;
+
+/// The standard decoder stack on the embedded tokens `x` [B, S, C]: RoPE from `position_ids`,
+/// an additive mask from `attention_mask`, past/present caches by concatenation. Returns the
+/// final-normed hidden states [B, S, C].
+fn standard_decoder(g: &mut Builder, cfg: &Config, w: &WeightFn, mut x: String) -> Result<String> {
+    let (c, h, k, d) = (cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+    let (inter, nl) = (cfg.intermediate_size, cfg.num_hidden_layers as usize);
+    let rep = h / k;
+    let eps = cfg.rms_norm_eps;
     let ax_last = g.c_i64(&[1], &[-1]);
+    let ax1 = g.c_i64(&[1], &[1]);
+    // ---- RoPE tables: cos/sin [B, 1, S, D] ----
+    let inv = g.c_f32(&[d / 2], &inv_freq(cfg));
+    let posf = g.op("Cast", &["position_ids"], vec![attr_i("to", dt::FLOAT)]);
     let posu = g.op("Unsqueeze", &[&posf, &ax_last], vec![]); // [B, S, 1]
     let freqs = g.op("Mul", &[&posu, &inv], vec![]); // [B, S, D/2]
     let emb = g.op("Concat", &[&freqs, &freqs], vec![attr_i("axis", -1)]); // [B, S, D]
-    let ax1 = g.c_i64(&[1], &[1]);
     let mut cos = g.op("Cos", &[&emb], vec![]);
     let mut sin = g.op("Sin", &[&emb], vec![]);
-    if opts.dtype == ExportDType::F16 {
+    if g.dtype == ExportDType::F16 {
         cos = g.op("Cast", &[&cos], vec![attr_i("to", dt::FLOAT16)]);
         sin = g.op("Cast", &[&sin], vec![attr_i("to", dt::FLOAT16)]);
     }
@@ -467,10 +470,10 @@ fn write_export(
             };
             Ok((wt, b))
         };
-        let (wq, bq) = lin(&mut g, "q_proj", h * d, c, cfg.qkv_bias)?;
-        let (wk, bk) = lin(&mut g, "k_proj", k * d, c, cfg.qkv_bias)?;
-        let (wv, bv) = lin(&mut g, "v_proj", k * d, c, cfg.qkv_bias)?;
-        let (wo, bo) = lin(&mut g, "o_proj", c, h * d, cfg.o_bias)?;
+        let (wq, bq) = lin(g, "q_proj", h * d, c, cfg.qkv_bias)?;
+        let (wk, bk) = lin(g, "k_proj", k * d, c, cfg.qkv_bias)?;
+        let (wv, bv) = lin(g, "v_proj", k * d, c, cfg.qkv_bias)?;
+        let (wo, bo) = lin(g, "o_proj", c, h * d, cfg.o_bias)?;
         let norms = if cfg.qk_norm {
             let qn = format!("{a}.q_norm.weight");
             let kn = format!("{a}.k_norm.weight");
@@ -506,13 +509,13 @@ fn write_export(
         let kt5 = g.op("Unsqueeze", &[&kt, &ax2], vec![]); // [B, K, 1, D, T]
         let v5 = g.op("Unsqueeze", &[&pv, &ax2], vec![]); // [B, K, 1, T, D]
         let mut sc = g.op("MatMul", &[&q5, &kt5], vec![]); // [B, K, rep, S, T]
-        if opts.dtype == ExportDType::F16 {
+        if g.dtype == ExportDType::F16 {
             sc = g.op("Cast", &[&sc], vec![attr_i("to", dt::FLOAT)]);
         }
         let sc = g.op("Mul", &[&sc, &scale], vec![]);
         let sc = g.op("Add", &[&sc, &bias], vec![]);
         let mut pr = g.op("Softmax", &[&sc], vec![attr_i("axis", -1)]);
-        if opts.dtype == ExportDType::F16 {
+        if g.dtype == ExportDType::F16 {
             pr = g.op("Cast", &[&pr], vec![attr_i("to", dt::FLOAT16)]);
         }
         let o = g.op("MatMul", &[&pr, &v5], vec![]); // [B, K, rep, S, D]
@@ -538,33 +541,171 @@ fn write_export(
         x = g.op("Add", &[&x, &down], vec![]);
     }
 
-    // ---- final norm, keep the last `logits_to_keep` positions, LM head (Gemm, transB) ----
+    // ---- final norm ----
     let nw = g.weight("model.norm.weight", &w("model.norm.weight", &[c])?, false)?;
-    let xn = g.rms_norm(&x, &nw, eps);
-    let ax0 = g.c_i64(&[1], &[0]);
-    let keep1 = g.op("Unsqueeze", &["logits_to_keep", &ax0], vec![]); // [1]
-    let start = g.op("Neg", &[&keep1], vec![]);
-    let end = g.c_i64(&[1], &[i64::MAX]);
-    let xs = g.op("Slice", &[&xn, &start, &end, &ax1], vec![]); // [B, S', C]
-    let bs = g.op("Shape", &[&xs], vec![]);
-    let z1 = g.c_i64(&[1], &[0]);
-    let two = g.c_i64(&[1], &[2]);
-    let bs = g.op("Slice", &[&bs, &z1, &two], vec![]); // [2] = (B, S')
-    let vdim = g.c_i64(&[1], &[v]);
-    let out_shape = g.op("Concat", &[&bs, &vdim], vec![attr_i("axis", 0)]); // [3]
-    let flat_shape = g.c_i64(&[2], &[-1, c]);
-    let x2 = g.op("Reshape", &[&xs, &flat_shape], vec![]); // [B*S', C]
+    Ok(g.rms_norm(&x, &nw, eps))
+}
+
+/// The files of an export that make its identity (and are listed in `fingerprint.json`).
+pub const IDENTITY_FILES: [&str; 3] = [ONNX_FILE, ONNX_DATA, MANIFEST];
+
+/// Checks an export folder's files against its `fingerprint.json` (required: an export without
+/// one is incomplete) and returns the fingerprint.
+pub fn verify_fingerprint(dir: &Path) -> Result<Fingerprint> {
+    if !dir.join(MANIFEST).is_file() {
+        return Err(ExportError::NotAnExport(dir.to_path_buf()));
+    }
+    let names: Vec<String> = IDENTITY_FILES.iter().map(|s| s.to_string()).collect();
+    Ok(fingerprint::verify(dir, &names, Some("export"))?)
+}
+
+/// Exports the HF checkpoint in `model_dir` to the folder `out_dir`, crash-safely: everything is
+/// written into a staging folder beside it and swapped in place of `out_dir` as a whole when
+/// complete (a previous export there stays usable until then). `fingerprint.json` records the
+/// sha256 of the graph, the weights and the manifest; the source checkpoint's fingerprint is
+/// kept in the manifest. Every weight must be finite.
+pub fn export(model_dir: &Path, out_dir: &Path, opts: &ExportOptions) -> Result<ExportManifest> {
+    let cfg = Config::from_path(model_dir)?;
+    if opts.graph == GraphKind::Fused && cfg.head_dim % FUSED_HEAD_DIM_MULTIPLE != 0 {
+        return Err(ExportError::Unsupported(format!(
+            "the fused graph needs head_dim a multiple of {FUSED_HEAD_DIM_MULTIPLE} (ONNX Runtime's CPU GroupQueryAttention); {} has head_dim {}: export with --graph standard",
+            model_dir.display(),
+            cfg.head_dim
+        )));
+    }
+    let weights = WeightFiles::open(model_dir)?;
+    let source_fp = fingerprint::verify(model_dir, &crate::model::checkpoint::identity_files(&weights), None)?;
+    let stage = crate::durable::staging_dir(out_dir).map_err(io(out_dir))?;
+    let manifest = write_export(model_dir, &cfg, &weights, &source_fp, &stage, opts)?;
+    crate::durable::replace_dir(&stage, out_dir).map_err(io(out_dir))?;
+    Ok(manifest)
+}
+
+fn write_export(
+    model_dir: &Path,
+    cfg: &Config,
+    weights: &WeightFiles,
+    source_fp: &Fingerprint,
+    out_dir: &Path,
+    opts: &ExportOptions,
+) -> Result<ExportManifest> {
+    let data_path = out_dir.join(ONNX_DATA);
+    let data = HashingWriter::new(BufWriter::with_capacity(1 << 22, File::create(&data_path).map_err(io(&data_path))?));
+    let mut g = Builder {
+        nodes: vec![],
+        inits: vec![],
+        n: 0,
+        consts: HashMap::new(),
+        data,
+        data_path: data_path.clone(),
+        offset: 0,
+        dtype: opts.dtype,
+    };
+    let mdt = opts.dtype.onnx();
+    let (c, k, d) = (cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim);
+    let (v, nl) = (cfg.vocab_size, cfg.num_hidden_layers as usize);
+    let fused = opts.graph == GraphKind::Fused;
+    let w = |name: &str, dims: &[i64]| -> Result<tch::Tensor> {
+        let t = weights.read(name, dims)?;
+        crate::model::checkpoint::check_finite(name, &t, model_dir)?;
+        Ok(t)
+    };
+
+    let mut inputs = vec![value_info("input_ids", dt::INT64, &["batch", "seq"])];
+    let (past_seq, present_seq) = if fused {
+        inputs.push(value_info("seqlens_k", dt::INT32, &["batch"]));
+        inputs.push(value_info("total_sequence_length", dt::INT32, &[]));
+        ("max_seq", "max_seq")
+    } else {
+        inputs.push(value_info("attention_mask", dt::INT64, &["batch", "total_seq"]));
+        inputs.push(value_info("position_ids", dt::INT64, &["batch", "seq"]));
+        ("past_seq", "total_seq")
+    };
+    let kv_dims = ["batch", &k.to_string(), past_seq, &d.to_string()].map(|s| s.to_string());
+    let kv_dims: Vec<&str> = kv_dims.iter().map(String::as_str).collect();
+    let pres_dims = ["batch", &k.to_string(), present_seq, &d.to_string()].map(|s| s.to_string());
+    let pres_dims: Vec<&str> = pres_dims.iter().map(String::as_str).collect();
+    for i in 0..nl {
+        inputs.push(value_info(&format!("past_key_values.{i}.key"), mdt, &kv_dims));
+        inputs.push(value_info(&format!("past_key_values.{i}.value"), mdt, &kv_dims));
+    }
+    // Optional inputs with a default: an initializer of the same name (IR >= 4).
+    if !fused {
+        inputs.push(value_info("logits_to_keep", dt::INT64, &[]));
+        g.inits.push(TensorProto {
+            name: "logits_to_keep".into(),
+            data_type: dt::INT64,
+            int64_data: vec![0],
+            ..Default::default()
+        });
+    }
+    inputs.push(value_info("top_k", dt::INT64, &[]));
+    g.inits.push(TensorProto { name: "top_k".into(), data_type: dt::INT64, int64_data: vec![1], ..Default::default() });
+    // One row per kept position: B·S' (standard; row-major over batch then position) or B (fused).
+    let rows = if fused { "batch" } else { "logit_rows" };
+    let mut outputs = vec![
+        value_info("logits", dt::FLOAT, &[rows, &v.to_string()]),
+        value_info("top_logits", dt::FLOAT, &[rows, "top_k"]),
+        value_info("top_ids", dt::INT64, &[rows, "top_k"]),
+        value_info("logit_sums", dt::FLOAT, &[rows]),
+    ];
+    for i in 0..nl {
+        outputs.push(value_info(&format!("present.{i}.key"), mdt, &pres_dims));
+        outputs.push(value_info(&format!("present.{i}.value"), mdt, &pres_dims));
+    }
+
+    // ---- embedding, decoder stack, final norm ----
+    let emb_w = g.weight("model.embed_tokens.weight", &w("model.embed_tokens.weight", &[v, c])?, false)?;
+    let x = g.op("Gather", &[&emb_w, "input_ids"], vec![attr_i("axis", 0)]); // [B, S, C]
+    let xn = if fused { super::fused::decoder(&mut g, cfg, &w, x)? } else { standard_decoder(&mut g, cfg, &w, x)? };
+
+    // ---- LM head (Gemm, transB) on the kept positions ----
     let head = if cfg.tie_word_embeddings {
         emb_w.clone()
     } else {
         g.weight("lm_head.weight", &w("lm_head.weight", &[v, c])?, false)?
     };
-    let l2 = g.op("Gemm", &[&x2, &head], vec![attr_i("transB", 1)]); // [B*S', V]
-    if opts.dtype == ExportDType::F16 {
-        let l3 = g.op("Reshape", &[&l2, &out_shape], vec![]);
-        g.op_named("Cast", &[&l3], vec![attr_i("to", dt::FLOAT)], "logits");
+    let ax0 = g.c_i64(&[1], &[0]);
+    let ax1 = g.c_i64(&[1], &[1]);
+    // [N, C] → logits [N, V] (f32). Kept 2-D: a Reshape of the [N, V] product to 3-D was a copy of
+    // the whole logits every step (14% of a batch-256 decode step in ONNX Runtime's profile).
+    let lm_head = |g: &mut Builder, x2: &str| {
+        if g.dtype == ExportDType::F16 {
+            // Logits in the model dtype, then f32 (as the tch model and transformers). On the CPU
+            // EP, ONNX Runtime runs an f16 Gemm in f32 between inserted casts and would cancel them
+            // against this Cast (unrounded logits); the Reshape keeps the f16 rounding.
+            let l2 = g.op("Gemm", &[x2, &head], vec![attr_i("transB", 1)]);
+            let rows_v = g.c_i64(&[2], &[-1, v]);
+            let l2 = g.op("Reshape", &[&l2, &rows_v], vec![]);
+            g.op_named("Cast", &[&l2], vec![attr_i("to", dt::FLOAT)], "logits");
+        } else {
+            g.op_named("Gemm", &[x2, &head], vec![attr_i("transB", 1)], "logits");
+        }
+    };
+    if fused {
+        // Rows are right-padded in a prefill: row b's last token is at min(seqlens_k[b], S - 1)
+        // (a prefill starts from an empty cache; a decode step has S = 1). ONNX Runtime runs every
+        // node whatever is fetched, so there is no all-positions head (a second LM-head GEMM per
+        // step): every-position logits come from teacher-forced steps.
+        let sh_ids = g.op("Shape", &["input_ids"], vec![]);
+        let two = g.c_i64(&[1], &[2]);
+        let s_len = g.op("Slice", &[&sh_ids, &ax1, &two], vec![]); // [1] = S
+        let one = g.c_i64(&[1], &[1]);
+        let s_last = g.op("Sub", &[&s_len, &one], vec![]);
+        let sk = g.op("Cast", &["seqlens_k"], vec![attr_i("to", dt::INT64)]); // [B]
+        let idx = g.op("Min", &[&sk, &s_last], vec![]);
+        let idx = g.op("Unsqueeze", &[&idx, &ax1], vec![]); // [B, 1]
+        let last = g.op("GatherND", &[&xn, &idx], vec![attr_i("batch_dims", 1)]); // [B, C]
+        lm_head(&mut g, &last);
     } else {
-        g.op_named("Reshape", &[&l2, &out_shape], vec![], "logits");
+        // keep the last `logits_to_keep` positions (0: all)
+        let keep1 = g.op("Unsqueeze", &["logits_to_keep", &ax0], vec![]); // [1]
+        let start = g.op("Neg", &[&keep1], vec![]);
+        let end = g.c_i64(&[1], &[i64::MAX]);
+        let xs = g.op("Slice", &[&xn, &start, &end, &ax1], vec![]); // [B, S', C]
+        let flat_shape = g.c_i64(&[2], &[-1, c]);
+        let x2 = g.op("Reshape", &[&xs, &flat_shape], vec![]); // [B*S', C]
+        lm_head(&mut g, &x2);
     }
     // ---- the k best logits of each kept position, and each row's sum (finiteness check) ----
     let k1 = g.op("Unsqueeze", &["top_k", &ax0], vec![]); // [1]
@@ -600,7 +741,14 @@ fn write_export(
         producer_name: "rlvr-decomp".into(),
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(graph),
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        opset_import: if opts.graph == GraphKind::Fused {
+            vec![
+                OperatorSetIdProto { domain: String::new(), version: OPSET },
+                OperatorSetIdProto { domain: MS_DOMAIN.into(), version: 1 },
+            ]
+        } else {
+            vec![OperatorSetIdProto { domain: String::new(), version: OPSET }]
+        },
         ..Default::default()
     };
     let onnx_path = out_dir.join(ONNX_FILE);
@@ -617,9 +765,10 @@ fn write_export(
     let manifest = ExportManifest {
         arch: cfg.arch.short_name().into(),
         dtype: opts.dtype,
+        graph: opts.graph,
         opset: OPSET,
         num_layers: nl,
-        num_attention_heads: h as usize,
+        num_attention_heads: cfg.num_attention_heads as usize,
         num_kv_heads: k as usize,
         head_dim: d as usize,
         hidden_size: c as usize,

@@ -9,9 +9,12 @@
 //! session is asked for the graph's `top_logits` / `top_ids` / `logit_sums` instead of `logits`:
 //! `TopK` runs inside ONNX Runtime and `[B, k]` values reach the host instead of `[B, V]`
 //! (exports made before those outputs existed fall back to full rows).
+//!
+//! A fused export (`export --graph fused`) generates through [`fused`] instead: a pre-allocated
+//! cache updated in place through IO binding, slots refilled as rows finish.
 
 use super::{Result, SampleError};
-use crate::export::{read_manifest, ExportDType, ExportManifest, ONNX_FILE};
+use crate::export::{read_manifest, ExportDType, ExportManifest, GraphKind, ONNX_FILE};
 use crate::model::generate::{
     generation_what, row_caps, sampling_threads, top_candidates, unique_prompts, validate_requests, GenRequest,
     Generation, LeftPadded, StepScores,
@@ -23,6 +26,8 @@ use ort::memory::Allocator;
 use ort::session::{builder::GraphOptimizationLevel, HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{DynTensor, DynValue, Tensor, TensorElementType};
 use std::path::{Path, PathBuf};
+
+mod fused;
 
 fn ort_err(e: impl std::fmt::Display) -> SampleError {
     SampleError::Ort(e.to_string().lines().next().unwrap_or("").to_string())
@@ -75,11 +80,21 @@ pub struct OrtOptions {
     /// Top-k and greedy steps select their candidates inside the graph (`TopK`), so only `[B, k]`
     /// values reach the host (same tokens either way; off only to measure what it saves).
     pub graph_top_k: bool,
+    /// ONNX Runtime's profiler: per-node timings written as JSON to a file named after this
+    /// prefix when the session ends.
+    pub profile: Option<PathBuf>,
 }
 
 impl Default for OrtOptions {
     fn default() -> Self {
-        OrtOptions { device: OrtDevice::Cpu, threads: 0, shared_prefill: true, continuous: false, graph_top_k: true }
+        OrtOptions {
+            device: OrtDevice::Cpu,
+            threads: 0,
+            shared_prefill: true,
+            continuous: false,
+            graph_top_k: true,
+            profile: None,
+        }
     }
 }
 
@@ -133,6 +148,9 @@ impl OrtModel {
         if opts.threads > 0 {
             b = b.with_intra_threads(opts.threads).map_err(ort_err)?;
         }
+        if let Some(p) = &opts.profile {
+            b = b.with_profiling(p).map_err(ort_err)?;
+        }
         let ep_name = match opts.device {
             OrtDevice::Cpu => "CPUExecutionProvider",
             #[cfg(feature = "cuda")]
@@ -154,6 +172,12 @@ impl OrtModel {
                 ))
             }
         };
+        if manifest.graph == GraphKind::Fused && opts.device != OrtDevice::Cpu {
+            return Err(SampleError::Ort(format!(
+                "{} is a fused export, which runs on the CPU execution provider only (its cache rows are copied on the host): export with --graph standard for {ep_name}",
+                dir.display()
+            )));
+        }
         let path = dir.join(ONNX_FILE);
         let session = b.commit_from_file(&path).map_err(|e| SampleError::Ort(format!("{}: {e}", path.display())))?;
         let output_names: Vec<String> = session.outputs().iter().map(|o| o.name().to_string()).collect();
@@ -187,6 +211,11 @@ impl OrtModel {
             threads: opts.threads,
             continuous: opts.continuous,
         })
+    }
+
+    /// A fused export (`export --graph fused`): generation runs over a pre-allocated cache.
+    pub fn is_fused(&self) -> bool {
+        self.manifest.graph == GraphKind::Fused
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -283,6 +312,11 @@ impl OrtModel {
         logits_to_keep: usize,
         top: Option<usize>,
     ) -> Result<(StepScores, OrtKv)> {
+        if self.is_fused() {
+            return Err(SampleError::BadInput(
+                "a fused export takes no attention mask or positions: use generate, generate_stream or logits".into(),
+            ));
+        }
         let b = kv.batch;
         if b == 0 || !input_ids.len().is_multiple_of(b) {
             return Err(SampleError::BadInput(format!(
@@ -352,6 +386,9 @@ impl OrtModel {
         if let Some(bad) = input_ids.iter().find(|&&t| t < 0 || t >= v) {
             return Err(SampleError::BadInput(format!("token id {bad} out of range for vocab size {v}")));
         }
+        if self.is_fused() {
+            return self.fused_logits(input_ids, all_positions);
+        }
         let t = input_ids.len();
         let mask = vec![1i64; t];
         let pos: Vec<i64> = (0..t as i64).collect();
@@ -364,6 +401,18 @@ impl OrtModel {
         }
     }
 
+    /// Teacher-forced decoding through a fused export's in-place cache (parity checks): the
+    /// prompts (any lengths) prefill together, then the continuations (one common length n) go
+    /// in one token per step; per row, the logits [n + 1, V] after the prompt and each token.
+    pub fn decode_logits(&mut self, prompts: &[Vec<i64>], continuations: &[Vec<i64>]) -> Result<Vec<Vec<f32>>> {
+        if !self.is_fused() {
+            return Err(SampleError::BadInput(
+                "decode_logits needs a fused export (forward works on the standard one)".into(),
+            ));
+        }
+        self.fused_decode_logits(prompts, continuations)
+    }
+
     /// Batched generation; same contract as `crate::model::generate` (left padding, the
     /// mask drives positions, one RNG per row seeded by (base_seed, problem_id, sample_idx),
     /// finished rows are fed `pad_id` until every row is done).
@@ -374,6 +423,14 @@ impl OrtModel {
         base_seed: u64,
         pad_id: i64,
     ) -> Result<Vec<Generation>> {
+        if self.is_fused() {
+            let mut out = vec![None; reqs.len()];
+            self.fused_stream(reqs, params, base_seed, pad_id, reqs.len(), &mut |i, g| {
+                out[i] = Some(g);
+                Ok(())
+            })?;
+            return Ok(out.into_iter().map(|g| g.expect("every request is reported")).collect());
+        }
         let vocab = self.vocab_size();
         validate_requests(reqs, params, vocab).map_err(SampleError::BadInput)?;
         if reqs.is_empty() {
@@ -470,6 +527,9 @@ impl OrtModel {
         slots: usize,
         on_done: &mut dyn FnMut(usize, Generation) -> Result<()>,
     ) -> Result<()> {
+        if self.is_fused() {
+            return self.fused_stream(reqs, params, base_seed, pad_id, slots, on_done);
+        }
         let vocab = self.vocab_size();
         validate_requests(reqs, params, vocab).map_err(SampleError::BadInput)?;
         if reqs.is_empty() {
