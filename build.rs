@@ -11,18 +11,24 @@ use std::path::{Path, PathBuf};
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/dist/shim");
+    println!("cargo:rerun-if-changed=src/model/shim");
     let cuda = std::env::var_os("CARGO_FEATURE_CUDA").is_some();
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
         // For provenance (manifest.json): the torch wheel's version.py sits beside lib/.
         println!("cargo:rustc-env=RLVR_LIBTORCH_LIB={lib}");
         build_c10d_shim(Path::new(&lib), cuda);
+        if cuda {
+            build_cuda_graph_shim(Path::new(&lib));
+        }
     } else {
         panic!("torch-sys did not report DEP_TCH_LIBTORCH_LIB: cannot build the c10d shim");
     }
     if cuda {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
         println!("cargo:rustc-link-arg=-ltorch_cuda");
+        // c10's CUDA streams and guards, for the CUDA-graph shim
+        println!("cargo:rustc-link-arg=-lc10_cuda");
         println!("cargo:rustc-link-arg=-Wl,--as-needed");
     }
     // Where the project lives at build time: the default place to look for .venv (ONNX Runtime,
@@ -73,4 +79,24 @@ fn build_c10d_shim(libtorch_lib: &Path, cuda: bool) {
         b.flag("-DUSE_C10D_NCCL").flag("-DUSE_CUDA").flag("-DRLVR_WITH_NCCL");
     }
     b.compile("rlvr_c10d");
+}
+
+/// `src/model/shim/cuda_graph.cpp` (libtorch's CUDAGraph for the static decode step), `cuda` only.
+fn build_cuda_graph_shim(libtorch_lib: &Path) {
+    let torch = libtorch_lib.parent().expect("libtorch lib folder has a parent");
+    let include = torch.join("include");
+    let nvidia: PathBuf = torch.parent().expect("site-packages").join("nvidia");
+    cc::Build::new()
+        .cpp(true)
+        .file("src/model/shim/cuda_graph.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .include(nvidia.join("cu13/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag("-DUSE_CUDA")
+        .flag_if_supported("-Wno-unused-parameter")
+        .warnings(false)
+        .opt_level(1)
+        .compile("rlvr_cuda_graph");
 }

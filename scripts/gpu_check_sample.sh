@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check for the sampler (issue 5): our tch CUDA sampler vs transformers' generate on a random
+# GPU check for the sampler (issues 5, 12): our tch CUDA sampler's three decode loops vs transformers' generate on a random
 # model with the real Qwen3-4B shape, bf16, batch 256, prompt 128 tokens, 256 new tokens, the
 # paper's Qwen3 sampling settings (T 0.7, top-p 0.8, top-k 20), EOS ignored on both sides.
 #
@@ -18,9 +18,14 @@ if [ ! -f "$WORK/config.json" ]; then
 fi
 IDS=$($PY -c "import random; random.seed(0); print(','.join(str(random.randrange(1000, 150000)) for _ in range($PROMPT)))")
 
-echo "== ours: tch CUDA sampler (bf16, KV cache, on-device top-k)"
-timeout 300 "$BIN" generate --model "$WORK" --input-ids "$IDS" --n "$BATCH" --max-new-tokens "$NEW" \
-  --temperature 0.7 --top-p 0.8 --top-k 20 --ignore-eos --device cuda --dtype bf16 --out "$OUT/ours.json"
+# Three decode loops, same seeds: the growing window (dynamic), the fixed-shape step over slot caches
+# (static) and that step captured as a CUDA graph (cuda-graph). DECODES="cuda-graph" to run one.
+for d in ${DECODES:-dynamic static cuda-graph}; do
+  echo "== ours: tch CUDA sampler (bf16, on-device top-k), decode $d"
+  timeout 300 "$BIN" generate --model "$WORK" --input-ids "$IDS" --n "$BATCH" --max-new-tokens "$NEW" \
+    --temperature 0.7 --top-p 0.8 --top-k 20 --ignore-eos --device cuda --dtype bf16 --decode "$d" \
+    --out "$OUT/ours-$d.json" || echo "decode $d failed (rc $?)"
+done
 
 echo "== transformers generate (bf16, sampling on)"
 timeout 300 "$PY" - "$WORK" "$IDS" "$BATCH" "$NEW" "$OUT/hf.json" <<'PYEOF'
@@ -43,9 +48,21 @@ PYEOF
 "$PY" - "$OUT" <<'PYEOF'
 import json, sys
 out = sys.argv[1]
-ours = json.load(open(f"{out}/ours.json"))["timing"]; hf = json.load(open(f"{out}/hf.json"))
-r = {"shape": "Qwen3-4B (random weights), bf16", "ours_tch_cuda": ours, "transformers_generate": hf,
-     "ratio_ours_over_transformers": ours["tokens_per_second"] / hf["tokens_per_second"]}
+import os
+hf = json.load(open(f"{out}/hf.json"))
+r = {"shape": "Qwen3-4B (random weights), bf16", "transformers_generate": hf, "ours_tch_cuda": {}}
+toks = {}
+for d in ["dynamic", "static", "cuda-graph"]:
+    f = f"{out}/ours-{d}.json"
+    if not os.path.exists(f):
+        continue
+    j = json.load(open(f))
+    r["ours_tch_cuda"][d] = {**j["timing"], "ratio_over_transformers": j["timing"]["tokens_per_second"] / hf["tokens_per_second"],
+                             "ms_per_step": 1e3 * j["timing"]["seconds"] / max(1, max(len(s["tokens"]) for s in j["samples"]))}
+    toks[d] = [s["tokens"] for s in j["samples"]]
+# bf16 kernels need not give every row the same bits across loops: report agreement, do not require it.
+if "dynamic" in toks:
+    r["samples_identical_to_dynamic"] = {d: sum(a == b for a, b in zip(t, toks["dynamic"])) / len(t) for d, t in toks.items()}
 json.dump(r, open(f"{out}/gpu_sample_check.json", "w"), indent=1)
 print(json.dumps(r, indent=1))
 PYEOF

@@ -139,6 +139,11 @@ pub struct GenerateArgs {
     /// Do not stop on the config's eos ids (always generate --max-new-tokens).
     #[arg(long)]
     pub ignore_eos: bool,
+    /// Decode loop: `dynamic` (the attention window grows a position a step), `static`
+    /// (fixed-shape steps over slot caches) or `cuda-graph` (that step captured once as a CUDA
+    /// graph and replayed; CUDA and a `--features cuda` build). Same tokens either way.
+    #[arg(long, value_enum, default_value_t = rlvr_decomp::model::static_decode::TchDecode::Dynamic)]
+    pub decode: rlvr_decomp::model::static_decode::TchDecode,
     #[command(flatten)]
     pub dev: DeviceArgs,
     /// Output file for JSON (default: stdout).
@@ -189,8 +194,8 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         (0..args.n).map(|i| GenRequest { prompt: prompt.clone(), problem_id: 0, sample_idx: i as u64 }).collect();
     let pad = lm.cfg.pad_token_id.or(lm.cfg.eos_token_ids.first().copied()).unwrap_or(0);
     let t0 = std::time::Instant::now();
-    let gens = model::generate(&lm.model, &reqs, &params, args.seed, pad)?;
-    // generate() ends with host copies of the sampled tokens, so the device has finished here.
+    let gens = args.decode.generate(&lm.model, &reqs, &params, args.seed, pad)?;
+    // Generation ends with host copies of the sampled tokens, so the device has finished here.
     let seconds = t0.elapsed().as_secs_f64();
     let new_tokens: usize = gens.iter().map(|g| g.tokens.len()).sum();
     let samples: Vec<serde_json::Value> = gens
@@ -206,7 +211,7 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
         .collect();
     let timing = serde_json::json!({
         "seconds": seconds, "new_tokens": new_tokens, "tokens_per_second": new_tokens as f64 / seconds,
-        "batch": reqs.len(), "device": args.dev.device, "dtype": args.dev.dtype,
+        "batch": reqs.len(), "device": args.dev.device, "dtype": args.dev.dtype, "decode": format!("{:?}", args.decode),
     });
     eprintln!(
         "generated {new_tokens} tokens in {seconds:.2} s ({:.1} tok/s, batch {})",

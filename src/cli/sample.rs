@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rlvr_decomp::data::{self, Dataset, DatasetName};
 use rlvr_decomp::eval::verify::{Mode, Tolerance};
+use rlvr_decomp::model::static_decode::TchDecode;
 use rlvr_decomp::prompt::{QwenTokenizer, Template};
 use rlvr_decomp::sample::{
     self, Backend, BackendKind, OrtDevice, OrtModel, OrtOptions, Preset, SampleSettings, SampleStore, VerifierSettings,
@@ -88,6 +89,11 @@ pub struct SampleArgs {
     /// file named after PREFIX when the run ends (`scripts/ort_profile.py` sums it per op type).
     #[arg(long, value_name = "PREFIX")]
     pub ort_profile: Option<PathBuf>,
+    /// The tch backend's decode loop: `dynamic` (the attention window grows a position a step),
+    /// `static` (fixed-shape steps over slot caches) or `cuda-graph` (the static step captured once
+    /// as a CUDA graph and replayed: CUDA and a `--features cuda` build). Same tokens either way.
+    #[arg(long, value_enum, default_value_t = TchDecode::Dynamic)]
+    pub tch_decode: TchDecode,
     /// Answer extraction for verdicts: lenient (evaluation, the default) or strict (as training rewards).
     #[arg(long, value_enum, default_value_t = Mode::Lenient)]
     pub verifier_mode: Mode,
@@ -177,7 +183,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
             tch_model = rlvr_decomp::model::load_model(&model_dir, dev, rlvr_decomp::model::DType::F32)?;
             let id = format!("hf:{}", tch_model.fingerprint.sha256);
             let eos = tch_model.cfg.eos_token_ids.clone();
-            (Backend::Tch(&tch_model.model), id, eos, format!("tch:{}", args.device))
+            (Backend::Tch(&tch_model.model, args.tch_decode), id, eos, format!("tch:{}", args.device))
         }
     };
     tracing::info!("backend {:?} on {ep}", args.backend);

@@ -94,6 +94,13 @@ impl KvCache {
         KvCache { layers, batch: index.size()[0], ..*self }
     }
 
+    /// Layer `layer`'s cached keys and values for positions 0..P, [B, K, P, D] each (views);
+    /// `None` before anything was stored.
+    pub fn layer(&self, layer: usize) -> Option<(Tensor, Tensor)> {
+        let (k, v) = self.layers.get(layer)?.as_ref()?;
+        Some((k.narrow(2, 0, self.len), v.narrow(2, 0, self.len)))
+    }
+
     /// Drops everything (keeps the buffers).
     pub fn reset(&mut self) {
         self.len = 0;

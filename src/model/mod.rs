@@ -9,6 +9,8 @@
 //! * [`kv_cache`]   — per-layer key/value cache for incremental decoding.
 //! * [`sampler`]    — seeded temperature / top-p / top-k / greedy sampling, per-row RNGs.
 //! * [`generate`]   — batched generation loop (left padding, KV cache, stop ids).
+//! * [`static_decode`] — the same generation with a fixed-shape decode step over slot caches,
+//!   captured as a CUDA graph on GPUs ([`cuda_graph`]: the C++ shim over `at::cuda::CUDAGraph`).
 //! * [`checkpoint`] — memory-mapped safetensors loading (single file or sharded) and
 //!   HF-layout saving.
 //! * [`gguf`]       — GGUF (llama.cpp) files → HF-layout folders (`import-gguf`), dequantizing.
@@ -18,12 +20,14 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod cuda_graph;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
 pub mod memory;
 pub mod qwen;
 pub mod sampler;
+pub mod static_decode;
 
 pub use checkpoint::{load_model, save_checkpoint, LoadedModel, SaveOptions};
 pub use config::{Arch, Config};

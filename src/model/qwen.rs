@@ -193,22 +193,7 @@ impl Attention {
     ) -> Tensor {
         let (b, t) = (x.size()[0], x.size()[1]);
         let (h, k, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x).view([b, t, h, d]); // [B, T, H, D]
-        let kx = self.k_proj.forward(x).view([b, t, k, d]); // [B, T, K, D]
-        let v = self.v_proj.forward(x).view([b, t, k, d]).transpose(1, 2); // [B, K, T, D]
-        let q = match &self.q_norm {
-            Some(n) => n.forward(&q),
-            None => q,
-        }
-        .transpose(1, 2); // [B, H, T, D]
-        let kx = match &self.k_norm {
-            Some(n) => n.forward(&kx),
-            None => kx,
-        }
-        .transpose(1, 2); // [B, K, T, D]
-        let q = apply_rotary(&q, cos, sin); // [B, H, T, D]
-        let kx = apply_rotary(&kx, cos, sin); // [B, K, T, D]
-
+        let (q, kx, v) = self.project(x, cos, sin);
         let (keys, values) = match cache {
             Some((c, layer)) => c.append(layer, &kx, &v), // each [B, K, S, D]
             None => (kx, v),
@@ -250,6 +235,56 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// q [B, H, T, D], k and v [B, K, T, D]: projected, q/k-normed (Qwen3) and rotated.
+    fn project(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> (Tensor, Tensor, Tensor) {
+        let (b, t) = (x.size()[0], x.size()[1]);
+        let (h, k, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x).view([b, t, h, d]); // [B, T, H, D]
+        let kx = self.k_proj.forward(x).view([b, t, k, d]); // [B, T, K, D]
+        let v = self.v_proj.forward(x).view([b, t, k, d]).transpose(1, 2); // [B, K, T, D]
+        let q = match &self.q_norm {
+            Some(n) => n.forward(&q),
+            None => q,
+        }
+        .transpose(1, 2); // [B, H, T, D]
+        let kx = match &self.k_norm {
+            Some(n) => n.forward(&kx),
+            None => kx,
+        }
+        .transpose(1, 2); // [B, K, T, D]
+        (apply_rotary(&q, cos, sin), apply_rotary(&kx, cos, sin), v)
+    }
+
+    /// One decode token per row over a slot cache (`crate::model::static_decode`), with static
+    /// shapes: x [B, 1, C]; the new key/value go to position `at` of each row ([B, K, 1, D]
+    /// int64 indices) of `slots` ([B, K, M, D] each, written in place), and attention covers all
+    /// M positions under `mask` [B, 1, 1, M] (true = attend). Returns [B, 1, C].
+    pub fn forward_slots(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        slots: (&Tensor, &Tensor),
+        at: &Tensor,
+    ) -> Tensor {
+        let b = x.size()[0];
+        let (h, k, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let (q, kx, v) = self.project(x, cos, sin);
+        let _ = slots.0.shallow_clone().scatter_(2, at, &kx);
+        let _ = slots.1.shallow_clone().scatter_(2, at, &v);
+        let n_rep = h / k;
+        let (keys, values) = if n_rep == 1 {
+            (slots.0.shallow_clone(), slots.1.shallow_clone())
+        } else {
+            (repeat_kv(slots.0, n_rep), repeat_kv(slots.1, n_rep))
+        };
+        let attn = Tensor::scaled_dot_product_attention(&q, &keys, &values, Some(mask), 0.0, false, self.scale, false);
+        self.o_proj.forward(&attn.transpose(1, 2).reshape([b, 1, h * d])) // [B, 1, C]
+    }
+}
+
 /// [B, K, S, D] → [B, K*n_rep, S, D] (each kv head repeated n_rep times, adjacent).
 fn repeat_kv(x: &Tensor, n_rep: i64) -> Tensor {
     let s = x.size();
@@ -287,6 +322,23 @@ impl DecoderLayer {
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor {
         let h = x + self.self_attn.forward(&self.input_layernorm.forward(x), cos, sin, mask, cache);
+        &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
+    }
+}
+
+impl DecoderLayer {
+    /// [`DecoderLayer::forward`] for one decode token over a slot cache (see
+    /// [`Attention::forward_slots`]).
+    pub fn forward_slots(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        slots: (&Tensor, &Tensor),
+        at: &Tensor,
+    ) -> Tensor {
+        let h = x + self.self_attn.forward_slots(&self.input_layernorm.forward(x), cos, sin, mask, slots, at);
         &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
     }
 }
@@ -333,6 +385,27 @@ impl Model {
         let top = x.set_requires_grad(true); // [B, T, C] leaf
         let out = self.norm.forward(&top); // [B, T, C]
         (out, LayerTape { emb: Some(emb), inputs, top: Some(top), cos, sin, mask })
+    }
+
+    /// One decode token per row over slot caches (`crate::model::static_decode`): input_ids
+    /// [B, 1], positions [B, 1] (each row's cache length, where its token goes), `slots` per
+    /// layer ([B, K, M, D] key and value, written in place), `mask` [B, 1, 1, M]. Every shape
+    /// is fixed for a given B and M (what CUDA-graph capture needs). Returns [B, 1, C].
+    pub fn forward_slots(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        slots: &[(Tensor, Tensor)],
+    ) -> Tensor {
+        let mut x = Tensor::embedding(&self.embed_tokens, input_ids, -1, false, false); // [B, 1, C]
+        let (cos, sin) = self.rotary.forward(positions, x.kind()); // [B, 1, 1, D] each
+        let s = slots[0].0.size();
+        let at = positions.view([s[0], 1, 1, 1]).expand([s[0], s[1], 1, s[3]], false); // [B, K, 1, D]
+        for (layer, (k, v)) in self.layers.iter().zip(slots) {
+            x = layer.forward_slots(&x, &cos, &sin, mask, (k, v), &at);
+        }
+        self.norm.forward(&x) // [B, 1, C]
     }
 
     /// input_ids: [B, T] int64; positions: [B, T] int64. Returns final hidden states [B, T, C].

@@ -192,7 +192,8 @@ impl SamplingRequest {
 /// Either generation backend.
 pub enum Backend<'a> {
     Ort(&'a mut OrtModel),
-    Tch(&'a crate::model::Qwen),
+    /// The model and the decode loop that generates with it (same tokens either way).
+    Tch(&'a crate::model::Qwen, crate::model::static_decode::TchDecode),
 }
 
 impl Backend<'_> {
@@ -205,7 +206,7 @@ impl Backend<'_> {
                 let max_pos = m.manifest.max_position_embeddings.unwrap_or(usize::MAX);
                 Ok(preflight(&m.gen_shape(), max_pos, rows, longest, max_new, m.tch_device())?)
             }
-            Backend::Tch(m) => {
+            Backend::Tch(m, _) => {
                 let shape = crate::model::memory::GenShape::from_config(&m.cfg, m.kind().elt_size_in_bytes());
                 Ok(preflight(&shape, m.cfg.max_position_embeddings as usize, rows, longest, max_new, m.device())?)
             }
@@ -221,7 +222,7 @@ impl Backend<'_> {
     ) -> Result<Vec<Generation>> {
         match self {
             Backend::Ort(m) => m.generate(reqs, params, seed, pad),
-            Backend::Tch(m) => Ok(crate::model::generate::generate(m, reqs, params, seed, pad)?),
+            Backend::Tch(m, decode) => Ok(decode.generate(m, reqs, params, seed, pad)?),
         }
     }
 }
