@@ -68,13 +68,7 @@ fn kill9_resume_equals_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let onnx = random_model_export(tmp.path());
 
-    let reference = tmp.path().join("ref");
-    let t0 = std::time::Instant::now();
-    let o = sample_cmd(&onnx, &reference, "1.0").output().unwrap();
-    let run_ms = t0.elapsed().as_millis() as u64;
-    assert!(o.status.success(), "reference run failed: {}", String::from_utf8_lossy(&o.stderr));
-    let want = sorted_lines(&reference);
-    assert_eq!(want.len(), 16);
+    let (want, run_ms) = reference_run(&onnx, &tmp.path().join("ref"));
 
     let out = tmp.path().join("killed");
     kill_until_done(&onnx, &out, &[], &want, run_ms);
@@ -100,15 +94,20 @@ fn kill9_resume_equals_uninterrupted_run() {
 fn kill9_resume_fused_export_equals_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let onnx = random_model_export_as(tmp.path(), 16, GraphKind::Fused);
-    let reference = tmp.path().join("ref");
-    let t0 = std::time::Instant::now();
-    let o = sample_cmd(&onnx, &reference, "1.0").output().unwrap();
-    let run_ms = t0.elapsed().as_millis() as u64;
-    assert!(o.status.success(), "reference run failed: {}", String::from_utf8_lossy(&o.stderr));
-    let want = sorted_lines(&reference);
-    assert_eq!(want.len(), 16);
+    let (want, run_ms) = reference_run(&onnx, &tmp.path().join("ref"));
     kill_until_done(&onnx, &tmp.path().join("killed"), &[], &want, run_ms);
     kill_until_done(&onnx, &tmp.path().join("killed-continuous"), &["--continuous"], &want, run_ms);
+}
+
+/// An uninterrupted run into `out`: its sorted records and how long it took (ms).
+fn reference_run(onnx: &Path, out: &Path) -> (Vec<String>, u64) {
+    let t0 = std::time::Instant::now();
+    let o = sample_cmd(onnx, out, "1.0").output().unwrap();
+    let run_ms = t0.elapsed().as_millis() as u64;
+    assert!(o.status.success(), "reference run failed: {}", String::from_utf8_lossy(&o.stderr));
+    let want = sorted_lines(out);
+    assert_eq!(want.len(), 16);
+    (want, run_ms)
 }
 
 /// Runs `sample` (with `extra` flags) into `out`, SIGKILLing it at pseudo-random points and

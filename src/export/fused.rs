@@ -103,19 +103,7 @@ pub(super) fn decoder(g: &mut Builder, cfg: &Config, w: &WeightFn, x: String) ->
         let ln2 = norm_w(g, &format!("{p}.post_attention_layernorm.weight"), c)?;
         let (h2, r2) = skip_norm(g, &o, &resid, &ln2, true);
 
-        let m = format!("{p}.mlp");
-        let proj = |g: &mut Builder, n: &str, dims: &[i64]| -> Result<String> {
-            let name = format!("{m}.{n}.weight");
-            g.weight(&name, &w(&name, dims)?, true)
-        };
-        let (wg, wu, wd) =
-            (proj(g, "gate_proj", &[inter, c])?, proj(g, "up_proj", &[inter, c])?, proj(g, "down_proj", &[c, inter])?);
-        let gt = g.op("MatMul", &[&h2, &wg], vec![]);
-        let sg = g.op("Sigmoid", &[&gt], vec![]);
-        let act = g.op("Mul", &[&gt, &sg], vec![]);
-        let up = g.op("MatMul", &[&h2, &wu], vec![]);
-        let prod = g.op("Mul", &[&act, &up], vec![]);
-        let down = g.op("MatMul", &[&prod, &wd], vec![]);
+        let down = g.mlp(&h2, &format!("{p}.mlp"), inter, c, w)?;
         let last = i + 1 == nl;
         let next_w = if last {
             norm_w(g, "model.norm.weight", c)?

@@ -371,6 +371,22 @@ impl Builder {
         self.op("Add", &[&a, &b], vec![])
     }
 
+    /// The SwiGLU MLP of layer prefix `m` (`{m}.gate_proj` …) on `h` [.., C]: down(silu(gate(h)) · up(h)).
+    pub(super) fn mlp(&mut self, h: &str, m: &str, inter: i64, c: i64, w: &WeightFn) -> Result<String> {
+        let mut proj = |n: &str, dims: &[i64]| -> Result<String> {
+            let name = format!("{m}.{n}.weight");
+            self.weight(&name, &w(&name, dims)?, true) // stored [in, out]
+        };
+        let (wg, wu, wd) =
+            (proj("gate_proj", &[inter, c])?, proj("up_proj", &[inter, c])?, proj("down_proj", &[c, inter])?);
+        let gt = self.op("MatMul", &[h, &wg], vec![]);
+        let sg = self.op("Sigmoid", &[&gt], vec![]);
+        let act = self.op("Mul", &[&gt, &sg], vec![]);
+        let up = self.op("MatMul", &[h, &wu], vec![]);
+        let prod = self.op("Mul", &[&act, &up], vec![]);
+        Ok(self.op("MatMul", &[&prod, &wd], vec![]))
+    }
+
     pub(super) fn linear(&mut self, x: &str, w: &str, b: Option<&str>) -> String {
         let y = self.op("MatMul", &[x, w], vec![]);
         match b {
@@ -525,19 +541,8 @@ fn standard_decoder(g: &mut Builder, cfg: &Config, w: &WeightFn, mut x: String) 
         let o = g.linear(&o, &wo, bo.as_deref());
         x = g.op("Add", &[&x, &o], vec![]);
 
-        let m = format!("{p}.mlp");
-        let wg =
-            g.weight(&format!("{m}.gate_proj.weight"), &w(&format!("{m}.gate_proj.weight"), &[inter, c])?, true)?;
-        let wu = g.weight(&format!("{m}.up_proj.weight"), &w(&format!("{m}.up_proj.weight"), &[inter, c])?, true)?;
-        let wd =
-            g.weight(&format!("{m}.down_proj.weight"), &w(&format!("{m}.down_proj.weight"), &[c, inter])?, true)?;
         let h2 = g.rms_norm(&x, &ln2, eps);
-        let gt = g.op("MatMul", &[&h2, &wg], vec![]);
-        let sg = g.op("Sigmoid", &[&gt], vec![]);
-        let act = g.op("Mul", &[&gt, &sg], vec![]);
-        let up = g.op("MatMul", &[&h2, &wu], vec![]);
-        let prod = g.op("Mul", &[&act, &up], vec![]);
-        let down = g.op("MatMul", &[&prod, &wd], vec![]);
+        let down = g.mlp(&h2, &format!("{p}.mlp"), inter, c, w)?;
         x = g.op("Add", &[&x, &down], vec![]);
     }
 

@@ -86,19 +86,14 @@ pub fn generate(
     pad_id: i64,
 ) -> Result<Vec<Generation>> {
     let vocab = model.cfg.vocab_size;
-    validate_requests(reqs, params, vocab as usize).map_err(ModelError::BadInput)?;
     if reqs.is_empty() {
+        validate_requests(reqs, params, vocab as usize).map_err(ModelError::BadInput)?;
         return Ok(vec![]);
     }
     let dev = model.device();
     let b = reqs.len();
-    let caps = row_caps(reqs, params.max_new_tokens, model.cfg.max_position_embeddings as usize)
-        .map_err(ModelError::BadInput)?;
+    let caps = check_rows(model, reqs, params)?;
     let max_new = caps.iter().copied().max().unwrap_or(0);
-    let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-    let shape = GenShape::from_config(&model.cfg, model.kind().elt_size_in_bytes());
-    let plan = memory::generation_plan(&shape, b, longest, max_new);
-    memory::check_fits(&generation_what(b, longest, max_new), &plan, dev)?;
     let sampler = Sampler::new(params.clone());
     let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
     let mut out: Vec<Generation> = vec![Generation { tokens: vec![], stopped: false }; b];
@@ -169,6 +164,20 @@ pub fn generate(
         }
         Ok(out)
     })
+}
+
+/// What every tch generation loop checks first: the requests are valid, and a batch of them with
+/// their prompts and new tokens fits the device's memory. Returns each row's cap on new tokens.
+pub(crate) fn check_rows(model: &Qwen, reqs: &[GenRequest], params: &SamplingParams) -> Result<Vec<usize>> {
+    validate_requests(reqs, params, model.cfg.vocab_size as usize).map_err(ModelError::BadInput)?;
+    let caps = row_caps(reqs, params.max_new_tokens, model.cfg.max_position_embeddings as usize)
+        .map_err(ModelError::BadInput)?;
+    let max_new = caps.iter().copied().max().unwrap_or(0);
+    let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+    let shape = GenShape::from_config(&model.cfg, model.kind().elt_size_in_bytes());
+    let plan = memory::generation_plan(&shape, reqs.len(), longest, max_new);
+    memory::check_fits(&generation_what(reqs.len(), longest, max_new), &plan, model.device())?;
+    Ok(caps)
 }
 
 /// The distinct prompts of a batch, by first occurrence, and each row's index among them:

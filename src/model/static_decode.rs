@@ -16,11 +16,9 @@
 //! (one host sync a step), so both paths draw the same tokens from the same logits.
 
 use super::generate::{
-    generation_what, row_caps, sampling_threads, top_candidates, unique_prompts, validate_requests, GenRequest,
-    Generation, StepScores,
+    check_rows, sampling_threads, top_candidates, unique_prompts, GenRequest, Generation, StepScores,
 };
 use super::kv_cache::KvCache;
-use super::memory::{self, GenShape};
 use super::qwen::Qwen;
 use super::sampler::{row_rng, Sampler, SamplingParams};
 use super::{ModelError, Result};
@@ -52,17 +50,20 @@ impl Step {
         // Row b attends to positions 0..=len_b (its cache and the token written now).
         let mask = self.arange.view([1, m]).le_tensor(&positions).view([b, 1, 1, m]); // [B, 1, 1, M]
         let hidden = model.model.forward_slots(&self.ids, &positions, &mask, &self.slots); // [B, 1, C]
-        let logits = model.lm_head(&hidden.squeeze_dim(1)).to_kind(Kind::Float); // [B, V]
+        self.write_outputs(&model.lm_head(&hidden.squeeze_dim(1)).to_kind(Kind::Float));
+        // [B, V]
+    }
+
+    /// Logits [B, V] (f32) → the output tensors (top-k values, ids and row sums; or all).
+    fn write_outputs(&self, logits: &Tensor) {
         match self.top {
             Some(k) => {
                 let (v, i) = logits.topk(k, -1, true, true); // [B, k] each
-                let _ = self.vals.shallow_clone().copy_(&v);
-                let _ = self.top_ids.shallow_clone().copy_(&i);
-                let _ = self.sums.shallow_clone().copy_(&logits.sum_dim_intlist(-1, false, Kind::Float));
+                self.vals.shallow_clone().copy_(&v);
+                self.top_ids.shallow_clone().copy_(&i);
+                self.sums.shallow_clone().copy_(&logits.sum_dim_intlist(-1, false, Kind::Float));
             }
-            None => {
-                let _ = self.vals.shallow_clone().copy_(&logits);
-            }
+            None => self.vals.shallow_clone().copy_(logits),
         }
     }
 
@@ -131,23 +132,17 @@ pub fn generate_static(
     mode: StepMode,
 ) -> Result<Vec<Generation>> {
     let vocab = model.cfg.vocab_size;
-    validate_requests(reqs, params, vocab as usize).map_err(ModelError::BadInput)?;
     let dev = model.device();
     if mode == StepMode::CudaGraph && !dev.is_cuda() {
         return Err(ModelError::BadInput("CUDA-graph decoding needs the model on a CUDA device".into()));
     }
     let b = reqs.len();
-    let caps = row_caps(reqs, params.max_new_tokens, model.cfg.max_position_embeddings as usize)
-        .map_err(ModelError::BadInput)?;
+    let caps = check_rows(model, reqs, params)?;
     let max_new = caps.iter().copied().max().unwrap_or(0);
     let mut out: Vec<Generation> = vec![Generation { tokens: vec![], stopped: false }; b];
     if b == 0 || max_new == 0 {
         return Ok(out);
     }
-    let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-    let shape = GenShape::from_config(&model.cfg, model.kind().elt_size_in_bytes());
-    let plan = memory::generation_plan(&shape, b, longest, max_new);
-    memory::check_fits(&generation_what(b, longest, max_new), &plan, dev)?;
     let sampler = Sampler::new(params.clone());
     let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
     let threads = sampling_threads(tch::get_num_threads().max(0) as usize);
@@ -196,17 +191,7 @@ pub fn generate_static(
             top,
         };
         // The prefill's last logits go through the same output tensors.
-        match top {
-            Some(k) => {
-                let (v, i) = first.topk(k, -1, true, true);
-                let _ = step.vals.shallow_clone().copy_(&v);
-                let _ = step.top_ids.shallow_clone().copy_(&i);
-                let _ = step.sums.shallow_clone().copy_(&first.sum_dim_intlist(-1, false, Kind::Float));
-            }
-            None => {
-                let _ = step.vals.shallow_clone().copy_(&first);
-            }
-        }
+        step.write_outputs(&first);
         let mut lens: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
         let mut done = vec![false; b];
         let mut graph: Option<super::cuda_graph::CudaGraph> = None;
@@ -221,8 +206,8 @@ pub fn generate_static(
             }
             // Finished rows write their padding at position 0 of their own row (never read again).
             let at: Vec<i64> = lens.iter().zip(&done).map(|(&l, &d)| if d { 0 } else { l }).collect();
-            let _ = step.ids.shallow_clone().copy_(&Tensor::from_slice(&next).view([b as i64, 1]));
-            let _ = step.lens.shallow_clone().copy_(&Tensor::from_slice(&at));
+            step.ids.shallow_clone().copy_(&Tensor::from_slice(&next).view([b as i64, 1]));
+            step.lens.shallow_clone().copy_(&Tensor::from_slice(&at));
             match mode {
                 StepMode::Eager => step.run(model),
                 StepMode::CudaGraph => match &graph {

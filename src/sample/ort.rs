@@ -425,7 +425,7 @@ impl OrtModel {
     ) -> Result<Vec<Generation>> {
         if self.is_fused() {
             let mut out = vec![None; reqs.len()];
-            self.fused_stream(reqs, params, base_seed, pad_id, reqs.len(), &mut |i, g| {
+            self.generate_stream(reqs, params, base_seed, pad_id, reqs.len(), &mut |i, g| {
                 out[i] = Some(g);
                 Ok(())
             })?;
@@ -527,9 +527,6 @@ impl OrtModel {
         slots: usize,
         on_done: &mut dyn FnMut(usize, Generation) -> Result<()>,
     ) -> Result<()> {
-        if self.is_fused() {
-            return self.fused_stream(reqs, params, base_seed, pad_id, slots, on_done);
-        }
         let vocab = self.vocab_size();
         validate_requests(reqs, params, vocab).map_err(SampleError::BadInput)?;
         if reqs.is_empty() {
@@ -548,6 +545,9 @@ impl OrtModel {
         let (rows_max, max_new) = (slots.min(reqs.len()), caps.iter().copied().max().unwrap_or(0));
         let plan = memory::generation_plan(&self.gen_shape(), rows_max, longest, max_new);
         memory::check_fits(&generation_what(rows_max, longest, max_new), &plan, self.tch_device())?;
+        if self.is_fused() {
+            return self.fused_stream(reqs, params, base_seed, pad_id, rows_max, &caps, on_done);
+        }
         let sampler = Sampler::new(params.clone());
         let threads = sampling_threads(self.threads);
         let top = self.step_top_k(params);

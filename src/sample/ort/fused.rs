@@ -14,10 +14,7 @@
 //! rows, so both entry points draw the same tokens as each row generated alone.
 
 use super::{ort_err, OrtModel};
-use crate::model::generate::{
-    generation_what, row_caps, sampling_threads, unique_prompts, validate_requests, GenRequest, Generation, StepScores,
-};
-use crate::model::memory;
+use crate::model::generate::{sampling_threads, unique_prompts, GenRequest, Generation, StepScores};
 use crate::model::sampler::{row_rng, Sampler, SamplingParams};
 use crate::sample::{Result, SampleError};
 use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, MemoryType};
@@ -186,34 +183,22 @@ impl OrtModel {
         Ok(out)
     }
 
-    /// Continuous batching over the fused graph (see the module docs); same contract as
-    /// [`OrtModel::generate_stream`].
+    /// Continuous batching over the fused graph (see the module docs) with `n0` slots, for
+    /// requests already validated, with their caps; the rest of the contract is
+    /// [`OrtModel::generate_stream`]'s, which calls it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn fused_stream(
         &mut self,
         reqs: &[GenRequest],
         params: &SamplingParams,
         base_seed: u64,
         pad_id: i64,
-        slots: usize,
+        n0: usize,
+        caps: &[usize],
         on_done: &mut dyn FnMut(usize, Generation) -> Result<()>,
     ) -> Result<()> {
-        let vocab = self.vocab_size();
-        validate_requests(reqs, params, vocab).map_err(SampleError::BadInput)?;
-        let max_pos = self.manifest.max_position_embeddings.unwrap_or(usize::MAX);
-        let caps = row_caps(reqs, params.max_new_tokens, max_pos).map_err(SampleError::BadInput)?;
-        if caps.iter().all(|&c| c == 0) {
-            for i in 0..reqs.len() {
-                on_done(i, Generation { tokens: vec![], stopped: false })?;
-            }
-            return Ok(());
-        }
-        let longest = reqs.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
-        let max_new = caps.iter().copied().max().unwrap_or(0);
-        let n0 = slots.max(1).min(reqs.len());
-        let plan = memory::generation_plan(&self.gen_shape(), n0, longest, max_new);
-        memory::check_fits(&generation_what(n0, longest, max_new), &plan, self.tch_device())?;
         // Every row fits: its prompt and all but its last token are in the cache at the end.
-        let cap = reqs.iter().zip(&caps).map(|(r, &c)| r.prompt.len() + c).max().unwrap_or(1).max(1);
+        let cap = reqs.iter().zip(caps).map(|(r, &c)| r.prompt.len() + c).max().unwrap_or(1).max(1);
         let sampler = Sampler::new(params.clone());
         let threads = sampling_threads(self.threads);
         let top = self.step_top_k(params);
