@@ -155,7 +155,7 @@ bench-model: build ## tch train step vs PyTorch eager, same model/threads/dtype
 	mkdir -p results/bench
 	$(VPY) scripts/bench_model.py --bin $(BIN) --out results/bench/model.json
 
-bench-sample-k256: build-debug ## the k-samples-of-one-prompt workload: shared prefill and continuous batching on vs off (random model, mini base, SmolLM2)
+bench-sample-k256: build-debug ## the k-samples-of-one-prompt workload: shared prefill and continuous batching on vs off (random model, mini base, SmolLM2), and SmolLM2 fused vs standard export
 	mkdir -p results/bench
 	$(VPY) scripts/bench_sample_k256.py --bin $(DEBUG_BIN) --out results/bench/sample_k256.json
 
