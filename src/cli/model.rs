@@ -139,9 +139,10 @@ pub struct GenerateArgs {
     /// Do not stop on the config's eos ids (always generate --max-new-tokens).
     #[arg(long)]
     pub ignore_eos: bool,
-    /// Decode loop: `dynamic` (the attention window grows a position a step), `static`
-    /// (fixed-shape steps over slot caches) or `cuda-graph` (that step captured once as a CUDA
-    /// graph and replayed; CUDA and a `--features cuda` build). Same tokens either way.
+    /// Decode loop: `dynamic` (the attention window grows a position a step, tokens drawn on the
+    /// host), `static` (fixed-shape steps over slot caches, tokens drawn on the device) or
+    /// `cuda-graph` (that step captured as CUDA graphs, one per attention window, and replayed;
+    /// CUDA and a `--features cuda` build). Same tokens either way.
     #[arg(long, value_enum, default_value_t = rlvr_decomp::model::static_decode::TchDecode::Dynamic)]
     pub decode: rlvr_decomp::model::static_decode::TchDecode,
     #[command(flatten)]

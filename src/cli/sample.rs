@@ -89,9 +89,11 @@ pub struct SampleArgs {
     /// file named after PREFIX when the run ends (`scripts/ort_profile.py` sums it per op type).
     #[arg(long, value_name = "PREFIX")]
     pub ort_profile: Option<PathBuf>,
-    /// The tch backend's decode loop: `dynamic` (the attention window grows a position a step),
-    /// `static` (fixed-shape steps over slot caches) or `cuda-graph` (the static step captured once
-    /// as a CUDA graph and replayed: CUDA and a `--features cuda` build). Same tokens either way.
+    /// The tch backend's decode loop: `dynamic` (the attention window grows a position a step,
+    /// tokens drawn on the host), `static` (fixed-shape steps over slot caches, tokens drawn on the
+    /// device, the host polling every few steps) or `cuda-graph` (the static step captured as CUDA
+    /// graphs, one per attention window, and replayed: CUDA and a `--features cuda` build). Same
+    /// tokens either way.
     #[arg(long, value_enum, default_value_t = TchDecode::Dynamic)]
     pub tch_decode: TchDecode,
     /// Answer extraction for verdicts: lenient (evaluation, the default) or strict (as training rewards).

@@ -15,7 +15,7 @@ mod ffi {
     extern "C" {
         pub fn rlvr_graph_new(err: *mut c_char, n: usize) -> *mut c_void;
         pub fn rlvr_graph_enter(g: *mut c_void, device: c_int, err: *mut c_char, n: usize) -> c_int;
-        pub fn rlvr_graph_begin(g: *mut c_void, err: *mut c_char, n: usize) -> c_int;
+        pub fn rlvr_graph_begin(g: *mut c_void, share: *mut c_void, err: *mut c_char, n: usize) -> c_int;
         pub fn rlvr_graph_end(g: *mut c_void, err: *mut c_char, n: usize) -> c_int;
         pub fn rlvr_graph_replay(g: *mut c_void, err: *mut c_char, n: usize) -> c_int;
         pub fn rlvr_graph_free(g: *mut c_void);
@@ -39,9 +39,11 @@ fn check(what: &str, rc: std::os::raw::c_int, err: &[u8]) -> Result<()> {
 }
 
 impl CudaGraph {
-    /// Warms `work` up on a side stream of `device`, then captures it.
+    /// Warms `work` up on a side stream of `device`, then captures it — in the memory pool of
+    /// `share` when given (graphs that never run at once and keep their results in tensors made
+    /// outside the capture can share one pool: the decode step's windows do).
     #[cfg(feature = "cuda")]
-    pub fn capture(device: tch::Device, mut work: impl FnMut()) -> Result<CudaGraph> {
+    pub fn capture(device: tch::Device, share: Option<&CudaGraph>, mut work: impl FnMut()) -> Result<CudaGraph> {
         let tch::Device::Cuda(index) = device else {
             return Err(ModelError::BadInput("a CUDA graph needs a CUDA device".into()));
         };
@@ -56,7 +58,8 @@ impl CudaGraph {
             let g = CudaGraph { ptr };
             check("stream", ffi::rlvr_graph_enter(g.ptr, index as i32, e, err.len()), &err)?;
             work(); // warm-up (and this step's outputs)
-            check("capture", ffi::rlvr_graph_begin(g.ptr, e, err.len()), &err)?;
+            let share = share.map_or(std::ptr::null_mut(), |s| s.ptr);
+            check("capture", ffi::rlvr_graph_begin(g.ptr, share, e, err.len()), &err)?;
             work(); // recorded, not run
             check("capture", ffi::rlvr_graph_end(g.ptr, e, err.len()), &err)?;
             Ok(g)
@@ -64,7 +67,7 @@ impl CudaGraph {
     }
 
     #[cfg(not(feature = "cuda"))]
-    pub fn capture(_device: tch::Device, _work: impl FnMut()) -> Result<CudaGraph> {
+    pub fn capture(_device: tch::Device, _share: Option<&CudaGraph>, _work: impl FnMut()) -> Result<CudaGraph> {
         Err(ModelError::BadInput("CUDA-graph decoding needs a build with `--features cuda` (make build-cuda)".into()))
     }
 

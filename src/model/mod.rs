@@ -10,7 +10,8 @@
 //! * [`sampler`]    — seeded temperature / top-p / top-k / greedy sampling, per-row RNGs.
 //! * [`generate`]   — batched generation loop (left padding, KV cache, stop ids).
 //! * [`static_decode`] — the same generation with a fixed-shape decode step over slot caches,
-//!   captured as a CUDA graph on GPUs ([`cuda_graph`]: the C++ shim over `at::cuda::CUDAGraph`).
+//!   captured as a CUDA graph on GPUs ([`cuda_graph`]: the C++ shim over `at::cuda::CUDAGraph`),
+//!   its tokens drawn on the device ([`device_draw`]: the sampler's draws as tensor ops).
 //! * [`checkpoint`] — memory-mapped safetensors loading (single file or sharded) and
 //!   HF-layout saving.
 //! * [`gguf`]       — GGUF (llama.cpp) files → HF-layout folders (`import-gguf`), dequantizing.
@@ -21,6 +22,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod cuda_graph;
+pub mod device_draw;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;

@@ -258,8 +258,12 @@ impl Attention {
 
     /// One decode token per row over a slot cache (`crate::model::static_decode`), with static
     /// shapes: x [B, 1, C]; the new key/value go to position `at` of each row ([B, K, 1, D]
-    /// int64 indices) of `slots` ([B, K, M, D] each, written in place), and attention covers all
+    /// int64 indices) of `slots` ([B, K, M, D] each, written in place), and attention covers the
     /// M positions under `mask` [B, 1, 1, M] (true = attend). Returns [B, 1, C].
+    ///
+    /// The n_rep query heads that share a key/value head attend as one group — the group is the
+    /// query axis of one attention over that head's cache ([B, K, n_rep, D] against [B, K, M, D])
+    /// — so the cache is read once, never repeated per query head.
     pub fn forward_slots(
         &self,
         x: &Tensor,
@@ -271,17 +275,13 @@ impl Attention {
     ) -> Tensor {
         let b = x.size()[0];
         let (h, k, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let (q, kx, v) = self.project(x, cos, sin);
+        let (q, kx, v) = self.project(x, cos, sin); // q [B, H, 1, D]
         let _ = slots.0.shallow_clone().scatter_(2, at, &kx);
         let _ = slots.1.shallow_clone().scatter_(2, at, &v);
-        let n_rep = h / k;
-        let (keys, values) = if n_rep == 1 {
-            (slots.0.shallow_clone(), slots.1.shallow_clone())
-        } else {
-            (repeat_kv(slots.0, n_rep), repeat_kv(slots.1, n_rep))
-        };
-        let attn = Tensor::scaled_dot_product_attention(&q, &keys, &values, Some(mask), 0.0, false, self.scale, false);
-        self.o_proj.forward(&attn.transpose(1, 2).reshape([b, 1, h * d])) // [B, 1, C]
+        let q = q.reshape([b, k, h / k, d]); // [B, K, n_rep, D]: head k·n_rep + r is query r of group k
+        let attn =
+            Tensor::scaled_dot_product_attention(&q, slots.0, slots.1, Some(mask), 0.0, false, self.scale, false);
+        self.o_proj.forward(&attn.reshape([b, 1, h * d])) // [B, K, n_rep, D] → [B, 1, C]
     }
 }
 

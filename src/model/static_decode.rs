@@ -4,25 +4,45 @@
 //! mask each step, so every step has new shapes. Here each layer's cache is one `[B, K, M, D]`
 //! slot buffer per key and value (M = the longest prompt + cap of any row); row b's tokens sit at
 //! positions `[0, len_b)`; a step writes each row's token at its own `len_b` (a scatter) and
-//! attends over all M positions under a mask built on the device from the lengths. The step's
-//! inputs (`ids` [B, 1], `lens` [B]) and outputs (the top-k values/ids and row sums, or full
-//! logits) are fixed tensors updated in place, so the whole step — embedding, every layer, the LM
-//! head, top-k — has the same shapes and addresses every time: on CUDA it is captured once as a
-//! CUDA graph ([`super::cuda_graph`], `--features cuda`) and replayed, one launch instead of
-//! hundreds. Elsewhere the same step runs eagerly (tested on the CPU against `generate`: same
-//! seeds, same tokens).
+//! attends over the first W positions of the slots under a mask built on the device from the
+//! lengths, where the window W is a power-of-two bucket (≥ [`MIN_WINDOW`], ≤ M) that the host
+//! knows covers every row at this step (the longest prompt + the step), so early steps of a long
+//! generation do not read the whole cache. The step's inputs (`ids` [B, 1], `lens` [B]) and
+//! outputs (the top-k values/ids and row sums, or full logits) are fixed tensors updated in place,
+//! so the whole step — embedding, every layer, the LM head, top-k, the draw — has the same shapes
+//! and addresses every time within a window: on CUDA it is captured once per window as a CUDA
+//! graph ([`super::cuda_graph`], `--features cuda`; the graphs share one memory pool) and
+//! replayed, one launch instead of hundreds. Elsewhere the same step runs eagerly (tested on the
+//! CPU against `generate`: same seeds, same tokens).
 //!
-//! Tokens are drawn on the host from the step's `[B, k]` candidates exactly as in `generate`
-//! (one host sync a step), so both paths draw the same tokens from the same logits.
+//! Tokens are drawn on the device ([`super::device_draw`]: the host sampler's draws as tensor ops,
+//! from each row's own uniforms drawn up front), and the step's inputs — each row's newest token
+//! and where it goes — are written there too, so a step needs nothing from the host: the CUDA
+//! graph holds model step and draw together, and the host looks at the finished flags (and
+//! non-finite logits) after steps 1, 2, 4, 8, then every [`POLL_EVERY`] steps, and reads the tokens
+//! once at the end. Same seeds, same tokens as `generate` (up to the last-bit caveat in
+//! [`super::device_draw`]).
 
-use super::generate::{
-    check_rows, sampling_threads, top_candidates, unique_prompts, GenRequest, Generation, StepScores,
-};
+use super::device_draw::{DeviceDraw, Poll};
+use super::generate::{check_rows, top_candidates, unique_prompts, GenRequest, Generation};
 use super::kv_cache::KvCache;
 use super::qwen::Qwen;
-use super::sampler::{row_rng, Sampler, SamplingParams};
+use super::sampler::{row_rng, SamplingParams};
 use super::{ModelError, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
+
+/// After the first steps (1, 2, 4, 8), the host checks the finished flags every this many steps:
+/// a row set that finishes early costs at most this many idle steps, a host sync each costs one.
+pub const POLL_EVERY: usize = 16;
+
+/// The smallest attention window (positions) a decode step reads; windows double from here to M.
+pub const MIN_WINDOW: i64 = 128;
+
+/// The window a decode step reads when its rows' caches hold at most `need` positions (this step's
+/// token included), with `m` slot positions in all.
+fn window(need: i64, m: i64) -> i64 {
+    (need.max(1) as u64).next_power_of_two().max(MIN_WINDOW as u64).min(m as u64) as i64
+}
 
 /// The decode step's fixed tensors.
 struct Step {
@@ -42,14 +62,16 @@ struct Step {
 }
 
 impl Step {
-    /// One decode step from `ids`/`lens` into the output tensors (in place; fixed shapes).
-    fn run(&self, model: &Qwen) {
-        let m = self.arange.size()[0];
+    /// One decode step from `ids`/`lens` into the output tensors (in place; fixed shapes for a
+    /// given window `w`: every row's `lens` must be below it).
+    fn run(&self, model: &Qwen, w: i64) {
         let b = self.lens.size()[0];
         let positions = self.lens.view([b, 1]);
         // Row b attends to positions 0..=len_b (its cache and the token written now).
-        let mask = self.arange.view([1, m]).le_tensor(&positions).view([b, 1, 1, m]); // [B, 1, 1, M]
-        let hidden = model.model.forward_slots(&self.ids, &positions, &mask, &self.slots); // [B, 1, C]
+        let mask = self.arange.narrow(0, 0, w).view([1, w]).le_tensor(&positions).view([b, 1, 1, w]); // [B, 1, 1, W]
+        let slots: Vec<(Tensor, Tensor)> =
+            self.slots.iter().map(|(k, v)| (k.narrow(2, 0, w), v.narrow(2, 0, w))).collect();
+        let hidden = model.model.forward_slots(&self.ids, &positions, &mask, &slots); // [B, 1, C]
         self.write_outputs(&model.lm_head(&hidden.squeeze_dim(1)).to_kind(Kind::Float));
         // [B, V]
     }
@@ -66,24 +88,11 @@ impl Step {
             None => self.vals.shallow_clone().copy_(logits),
         }
     }
-
-    /// The outputs on the host.
-    fn scores(&self, vocab: usize) -> Result<StepScores> {
-        let host = |t: &Tensor| t.to_device(Device::Cpu).contiguous().view([-1]);
-        Ok(match self.top {
-            Some(k) => StepScores::top(
-                Vec::<f32>::try_from(host(&self.vals))?,
-                Vec::<i64>::try_from(host(&self.top_ids))?,
-                Vec::<f32>::try_from(host(&self.sums))?,
-                k as usize,
-            ),
-            None => StepScores::full(Vec::<f32>::try_from(host(&self.vals))?, vocab),
-        })
-    }
 }
 
 /// Which tch decode loop generates (`sample --backend tch --tch-decode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TchDecode {
     /// [`crate::model::generate`]: the attention window grows a position a step.
     #[default]
@@ -139,13 +148,10 @@ pub fn generate_static(
     let b = reqs.len();
     let caps = check_rows(model, reqs, params)?;
     let max_new = caps.iter().copied().max().unwrap_or(0);
-    let mut out: Vec<Generation> = vec![Generation { tokens: vec![], stopped: false }; b];
     if b == 0 || max_new == 0 {
-        return Ok(out);
+        return Ok(vec![Generation { tokens: vec![], stopped: false }; b]);
     }
-    let sampler = Sampler::new(params.clone());
     let mut rngs: Vec<_> = reqs.iter().map(|r| row_rng(base_seed, r.problem_id, r.sample_idx)).collect();
-    let threads = sampling_threads(tch::get_num_threads().max(0) as usize);
     // Greedy takes whole rows, as in `generate` (torch's topk does not promise the lower id on ties).
     let top = top_candidates(params, vocab as usize).filter(|_| !params.is_greedy()).map(|k| k as i64);
     let m = reqs.iter().zip(&caps).map(|(r, &c)| r.prompt.len() + c).max().unwrap_or(1) as i64;
@@ -190,37 +196,45 @@ pub fn generate_static(
             sums: Tensor::zeros([b as i64], (Kind::Float, dev)),
             top,
         };
-        // The prefill's last logits go through the same output tensors.
+        let prompt_lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        let draw = DeviceDraw::new(params, top.map(|k| k as usize), &caps, &prompt_lens, &mut rngs, pad_id, dev)?;
+        let draw_step = || draw.draw(&step.vals, top.map(|_| (&step.top_ids, &step.sums)));
+        // The prefill's last logits go through the same output tensors and the same draw.
         step.write_outputs(&first);
-        let mut lens: Vec<i64> = prompts.iter().map(|p| p.len() as i64).collect();
-        let mut done = vec![false; b];
-        let mut graph: Option<super::cuda_graph::CudaGraph> = None;
-        for n in 0..max_new {
-            let scores = step.scores(vocab as usize)?;
-            if let Some(row) = scores.non_finite_row(&done) {
-                return Err(ModelError::NonFiniteLogits { step: n, row });
-            }
-            let next = scores.draw(&sampler, params, &caps, pad_id, &mut rngs, &mut done, &mut out, threads);
-            if n + 1 == max_new || done.iter().all(|&d| d) {
-                break;
-            }
-            // Finished rows write their padding at position 0 of their own row (never read again).
-            let at: Vec<i64> = lens.iter().zip(&done).map(|(&l, &d)| if d { 0 } else { l }).collect();
-            step.ids.shallow_clone().copy_(&Tensor::from_slice(&next).view([b as i64, 1]));
-            step.lens.shallow_clone().copy_(&Tensor::from_slice(&at));
-            match mode {
-                StepMode::Eager => step.run(model),
-                StepMode::CudaGraph => match &graph {
-                    Some(g) => g.replay()?,
-                    None => graph = Some(super::cuda_graph::CudaGraph::capture(dev, || step.run(model))?),
-                },
-            }
-            for (l, &d) in lens.iter_mut().zip(&done) {
-                if !d {
-                    *l += 1;
+        draw_step();
+        let decode = |w: i64| {
+            draw.feed(&step.ids, &step.lens);
+            step.run(model, w);
+            draw_step();
+        };
+        let longest = prompt_lens.iter().copied().max().unwrap_or(1) as i64;
+        // One graph per window, captured on first use, all in the first graph's memory pool.
+        let mut graphs: Vec<(i64, super::cuda_graph::CudaGraph)> = vec![];
+        for n in 1..max_new {
+            if n.is_power_of_two() && n <= POLL_EVERY || n % POLL_EVERY == 0 {
+                match draw.poll()? {
+                    Poll::Running => {}
+                    Poll::AllDone => break,
+                    Poll::NonFinite { step, row } => return Err(ModelError::NonFiniteLogits { step, row }),
                 }
             }
+            // Step n writes each row's token at position ≤ longest prompt + n − 1.
+            let w = window(longest + n as i64, m);
+            match mode {
+                StepMode::Eager => decode(w),
+                StepMode::CudaGraph => match graphs.iter().find(|(gw, _)| *gw == w) {
+                    Some((_, g)) => g.replay()?,
+                    None => {
+                        let g =
+                            super::cuda_graph::CudaGraph::capture(dev, graphs.first().map(|(_, g)| g), || decode(w))?;
+                        graphs.push((w, g));
+                    }
+                },
+            }
         }
-        Ok(out)
+        if let Poll::NonFinite { step, row } = draw.poll()? {
+            return Err(ModelError::NonFiniteLogits { step, row });
+        }
+        draw.finish()
     })
 }

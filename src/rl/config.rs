@@ -104,6 +104,11 @@ pub struct RolloutSection {
     /// Rows per generation call.
     #[serde(default = "d_gen_batch")]
     pub batch: usize,
+    /// The tch decode loop for rollouts and held-out evaluation: "dynamic" (the window grows a
+    /// position a step), "static" (fixed-shape step, tokens drawn on the device) or "cuda-graph"
+    /// (that step captured as CUDA graphs: CUDA builds). Same seeds, same tokens.
+    #[serde(default)]
+    pub decode: crate::model::static_decode::TchDecode,
 }
 
 fn d_pps() -> usize {
@@ -132,6 +137,7 @@ impl Default for RolloutSection {
             top_k: 0,
             max_new_tokens: d_resp(),
             batch: d_gen_batch(),
+            decode: Default::default(),
         }
     }
 }

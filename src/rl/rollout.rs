@@ -8,7 +8,8 @@
 
 use super::task::{Task, TaskItem};
 use super::{io_err, Result, RlError};
-use crate::model::generate::{generate as model_generate, GenRequest};
+use crate::model::generate::GenRequest;
+use crate::model::static_decode::TchDecode;
 use crate::model::{Qwen, SamplingParams};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -72,6 +73,8 @@ pub fn check_vocab(rollouts: &[Rollout], vocab: i64) -> Result<()> {
 /// Samples `n` responses for each item from `model` in generation batches of `rows`, scoring
 /// each with the task's reward. `base_seed` is already specific to the step; rows are seeded by
 /// (item seed id, sample index), so a rollout does not depend on batch composition's RNG.
+/// `decode` picks the tch decode loop (the same tokens whichever).
+#[allow(clippy::too_many_arguments)]
 pub fn generate(
     model: &Qwen,
     task: &dyn Task,
@@ -80,6 +83,7 @@ pub fn generate(
     params: &SamplingParams,
     base_seed: u64,
     rows: usize,
+    decode: TchDecode,
 ) -> Result<Vec<Rollout>> {
     let reqs: Vec<(usize, GenRequest)> = items
         .iter()
@@ -93,7 +97,7 @@ pub fn generate(
     let mut out = Vec::with_capacity(reqs.len());
     for chunk in reqs.chunks(rows.max(1)) {
         let batch: Vec<GenRequest> = chunk.iter().map(|(_, r)| r.clone()).collect();
-        let gens = model_generate(model, &batch, params, base_seed, task.pad_id())?;
+        let gens = decode.generate(model, &batch, params, base_seed, task.pad_id())?;
         for ((i, req), g) in chunk.iter().zip(gens) {
             let reward = task.reward(items[*i], &g.tokens)?;
             out.push(Rollout {

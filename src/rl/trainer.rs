@@ -315,7 +315,7 @@ pub fn train(
         // and sample, not on the rank), then every rank gets the whole batch in prompt order.
         let mine = super::update::owned_rows(&idx, rank, world);
         let step_items: Vec<&TaskItem> = mine.iter().map(|&i| &items[i]).collect();
-        let local = rollout::generate(&st.policy.model, task, &step_items, r.n, &params, base_seed, r.batch)?;
+        let local = rollout::generate(&st.policy.model, task, &step_items, r.n, &params, base_seed, r.batch, r.decode)?;
         let rollouts = match &pg {
             Some(pg) => gather_rollouts(pg, local)?,
             None => local,
@@ -461,7 +461,7 @@ fn run_eval(
         let rollouts = if refs.is_empty() {
             vec![]
         } else {
-            rollout::generate(&policy.model, task, &refs, e.n, &params, seed, e.batch)?
+            rollout::generate(&policy.model, task, &refs, e.n, &params, seed, e.batch, cfg.rollout.decode)?
         };
         let rows: Vec<&Rollout> = rollouts.iter().collect();
         let ent = if rows.is_empty() {

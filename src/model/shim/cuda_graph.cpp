@@ -63,11 +63,17 @@ int rlvr_graph_enter(void* g, int device, char* err, size_t n) {
   }
 }
 
-int rlvr_graph_begin(void* g, char* err, size_t n) {
+// `share`: null, or a captured graph whose memory pool this capture shares (safe when the graphs
+// never run concurrently and keep their outputs in tensors allocated outside the capture).
+int rlvr_graph_begin(void* g, void* share, char* err, size_t n) {
   try {
     auto* gr = static_cast<Graph*>(g);
     c10::cuda::device_synchronize();  // the warm-up is done
-    gr->graph.capture_begin();
+    if (share) {
+      gr->graph.capture_begin(static_cast<Graph*>(share)->graph.pool());
+    } else {
+      gr->graph.capture_begin();
+    }
     return 0;
   } catch (const std::exception& e) {
     restore(static_cast<Graph*>(g));
