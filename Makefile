@@ -163,7 +163,7 @@ bench-sample: build ## sampler tokens/s: ORT (standard and fused export) vs tch 
 	mkdir -p results/bench
 	$(VPY) scripts/bench_sample.py --bin $(BIN) --out results/bench/sample.json
 
-bench-sample-ops: build ## where a decode step's time goes: ONNX Runtime's per-operator profile, standard vs fused export
+bench-sample-ops: build ## where a decode step's time goes: ONNX Runtime's per-operator profile (standard vs fused export) and libtorch's (tch dynamic vs static loop)
 	mkdir -p results/bench
 	$(VPY) scripts/bench_sample_ops.py --bin $(BIN) --out results/bench/sample_ops.json
 

@@ -2,7 +2,8 @@
 //! runs with no environment variables; with the `cuda` feature, force-links libtorch_cuda, which
 //! rustc's `--as-needed` would otherwise drop (tch would then never see the GPU).
 //!
-//! Also compiles the c10d shim (`src/dist/shim/c10d_shim.cpp`: libtorch's distributed engine,
+//! Also compiles the profiler shim (`src/model/shim/profiler.cpp`: libtorch's Kineto profiler) and
+//! the c10d shim (`src/dist/shim/c10d_shim.cpp`: libtorch's distributed engine,
 //! Gloo always, NCCL with the `cuda` feature) against the wheel's headers, the way torch-sys
 //! builds its own wrapper.
 
@@ -18,6 +19,7 @@ fn main() {
         // For provenance (manifest.json): the torch wheel's version.py sits beside lib/.
         println!("cargo:rustc-env=RLVR_LIBTORCH_LIB={lib}");
         build_c10d_shim(Path::new(&lib), cuda);
+        build_profiler_shim(Path::new(&lib));
         if cuda {
             build_cuda_graph_shim(Path::new(&lib));
         }
@@ -82,6 +84,23 @@ fn build_c10d_shim(libtorch_lib: &Path, cuda: bool) {
 }
 
 /// `src/model/shim/cuda_graph.cpp` (libtorch's CUDAGraph for the static decode step), `cuda` only.
+/// libtorch's per-operator profiler (Kineto) for `generate --profile-ops`: host ops everywhere,
+/// CUDA activity on GPU machines (`src/model/shim/profiler.cpp`).
+fn build_profiler_shim(libtorch_lib: &Path) {
+    let include = libtorch_lib.parent().expect("libtorch lib folder has a parent").join("include");
+    cc::Build::new()
+        .cpp(true)
+        .file("src/model/shim/profiler.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
+        .flag_if_supported("-Wno-unused-parameter")
+        .warnings(false)
+        .opt_level(1)
+        .compile("rlvr_profiler");
+}
+
 fn build_cuda_graph_shim(libtorch_lib: &Path) {
     let torch = libtorch_lib.parent().expect("libtorch lib folder has a parent");
     let include = torch.join("include");

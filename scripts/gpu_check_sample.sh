@@ -5,7 +5,9 @@
 #
 #   scripts/gpu_check_sample.sh BIN [OUT_DIR]      # BIN: release build with --features cuda
 #   env: PYTHON (python3)  BATCH (256)  PROMPT (128)  NEW (256)  WORK (/tmp/rlvr-qwen3-4b-random)
-# Writes OUT_DIR/gpu_sample_check.json. Needs Python torch + transformers on the machine.
+# Writes OUT_DIR/gpu_sample_check.json (with a per-op profile of a decode step, dynamic and
+# cuda-graph, from `generate --profile-ops`: OUT_DIR/ops-*.json and Chrome traces). Needs Python torch
+# + transformers on the machine.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd); BIN=$(realpath "$1"); OUT=${2:-$PWD/gpu-out}; mkdir -p "$OUT"
 PY=${PYTHON:-python3}; BATCH=${BATCH:-256}; PROMPT=${PROMPT:-128}; NEW=${NEW:-256}
@@ -25,6 +27,16 @@ for d in ${DECODES:-dynamic static cuda-graph}; do
   timeout 300 "$BIN" generate --model "$WORK" --input-ids "$IDS" --n "$BATCH" --max-new-tokens "$NEW" \
     --temperature 0.7 --top-p 0.8 --top-k 20 --ignore-eos --device cuda --dtype bf16 --decode "$d" \
     --out "$OUT/ours-$d.json" || echo "decode $d failed (rc $?)"
+done
+
+# Where a decode step's time goes (libtorch's profiler: CUDA kernel time and host self time per op,
+# decode steps 32-39, a separate run since profiling slows the steps down): OUT/ops-<decode>.json and
+# a Chrome trace beside it.
+for d in ${PROFILE_DECODES:-dynamic cuda-graph}; do
+  echo "== profile: decode $d, steps 32..40"
+  timeout 180 "$BIN" generate --model "$WORK" --input-ids "$IDS" --n "$BATCH" --max-new-tokens 48 \
+    --temperature 0.7 --top-p 0.8 --top-k 20 --ignore-eos --device cuda --dtype bf16 --decode "$d" \
+    --profile-ops "$OUT/ops-$d" --profile-steps 32:40 --out /dev/null || echo "profile $d failed (rc $?)"
 done
 
 echo "== transformers generate (bf16, sampling on)"
@@ -60,6 +72,13 @@ for d in ["dynamic", "static", "cuda-graph"]:
     r["ours_tch_cuda"][d] = {**j["timing"], "ratio_over_transformers": j["timing"]["tokens_per_second"] / hf["tokens_per_second"],
                              "ms_per_step": 1e3 * j["timing"]["seconds"] / max(1, max(len(s["tokens"]) for s in j["samples"]))}
     toks[d] = [s["tokens"] for s in j["samples"]]
+for d in ["dynamic", "static", "cuda-graph"]:
+    f = f"{out}/ops-{d}.json"
+    if os.path.exists(f):
+        p = json.load(open(f))["summary"]
+        r.setdefault("decode_step_profile", {})[d] = {
+            "cuda_kernel_ms_per_step": p["device_ms_per_step"], "host_op_ms_per_step": p["host_ms_per_step"],
+            "top_kernels": p["device_ops"][:12], "top_host_ops": p["host_ops"][:12]}
 # bf16 kernels need not give every row the same bits across loops: report agreement, do not require it.
 if "dynamic" in toks:
     r["samples_identical_to_dynamic"] = {d: sum(a == b for a, b in zip(t, toks["dynamic"])) / len(t) for d, t in toks.items()}

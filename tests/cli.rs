@@ -176,3 +176,51 @@ fn impossible_sizes_and_bad_flags_are_errors_not_panics() {
     let line = clean_error(&["logits", "--model", "/nonexistent-model-dir", "--input-ids", "1"]);
     assert_eq!(line.matches("os error 2").count(), 1, "{line}");
 }
+
+/// `generate --profile-ops` profiles the chosen decode steps with libtorch's profiler in both
+/// loops: a Chrome trace and a per-op summary (self times that add up, the attention and LM-head
+/// matmuls among the ops), the same tokens as without profiling; bad step ranges and a range the
+/// generation never reaches are one-line errors.
+#[test]
+fn generate_profiles_decode_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = fixture("qwen2");
+    let m = m.to_str().unwrap();
+    let base = ["generate", "--model", m, "--input-ids", "5,17,99,230", "--n", "6", "--max-new-tokens", "20"];
+    let gen = |extra: &[&str]| {
+        let (ok, out, err) = run(&[&base[..], &["--ignore-eos", "--top-k", "20"], extra].concat());
+        assert!(ok, "{err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (j["samples"].clone(), err)
+    };
+    let (plain, _) = gen(&[]);
+    for decode in ["dynamic", "static"] {
+        let prefix = tmp.path().join(format!("ops-{decode}"));
+        let p = prefix.to_str().unwrap();
+        let (samples, err) = gen(&["--decode", decode, "--profile-ops", p, "--profile-steps", "3:7"]);
+        assert_eq!(samples, plain, "{decode}: profiling changed the tokens");
+        assert!(err.contains("profiled decode steps 3..7 (4)"), "{err}");
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{p}.json")).unwrap()).unwrap();
+        let s = &j["summary"];
+        assert_eq!(s["steps"], 4);
+        let ops = s["host_ops"].as_array().unwrap();
+        let names: Vec<&str> = ops.iter().map(|r| r["name"].as_str().unwrap()).collect();
+        assert!(names.contains(&"aten::mm") && names.contains(&"aten::topk"), "{decode}: {names:?}");
+        let share: f64 = ops.iter().map(|r| r["share"].as_f64().unwrap()).sum();
+        assert!((share - 1.0).abs() < 1e-9, "{share}");
+        assert!(s["host_ms_per_step"].as_f64().unwrap() > 0.0);
+        assert_eq!(s["device_ops"].as_array().unwrap().len(), 0, "no CUDA here");
+        let trace: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(format!("{p}.trace.json")).unwrap()).unwrap();
+        assert!(!trace["traceEvents"].as_array().unwrap().is_empty());
+    }
+    let p = tmp.path().join("never");
+    let p = p.to_str().unwrap();
+    for (steps, want) in [("0:4", "need 1 <= FIRST < END"), ("5:5", "need 1 <= FIRST < END"), ("x", "FIRST:END")] {
+        let (ok, _, err) = run(&[&base[..], &["--profile-ops", p, "--profile-steps", steps]].concat());
+        assert!(!ok && err.contains(want), "{steps}: {err}");
+    }
+    let line = clean_error(&[&base[..], &["--ignore-eos", "--profile-ops", p, "--profile-steps", "30:40"]].concat());
+    assert!(line.contains("no decode step 30 ran"), "{line}");
+}

@@ -145,11 +145,32 @@ pub struct GenerateArgs {
     /// CUDA and a `--features cuda` build). Same tokens either way.
     #[arg(long, value_enum, default_value_t = rlvr_decomp::model::static_decode::TchDecode::Dynamic)]
     pub decode: rlvr_decomp::model::static_decode::TchDecode,
+    /// Profile decode steps with libtorch's own profiler (Kineto): writes PREFIX.trace.json (a
+    /// Chrome trace: Perfetto, chrome://tracing) and PREFIX.json (per aten op its self time on the
+    /// host and, on CUDA, per kernel its time, per step). Profiling slows the profiled steps. (On a
+    /// machine without a GPU, Kineto may log a harmless `gpuGetDeviceCount failed` line.)
+    #[arg(long, value_name = "PREFIX")]
+    pub profile_ops: Option<PathBuf>,
+    /// The decode steps to profile, FIRST:END (END excluded; steps count from 1, the earlier ones
+    /// warm up).
+    #[arg(long, default_value = "8:12", value_parser = parse_step_range)]
+    pub profile_steps: (usize, usize),
     #[command(flatten)]
     pub dev: DeviceArgs,
     /// Output file for JSON (default: stdout).
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `FIRST:END` with 1 ≤ FIRST < END.
+fn parse_step_range(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (a, b) = s.split_once(':').ok_or_else(|| format!("expected FIRST:END, got {s:?}"))?;
+    let (a, b): (usize, usize) =
+        (a.trim().parse().map_err(|e| format!("{a:?}: {e}"))?, b.trim().parse().map_err(|e| format!("{b:?}: {e}"))?);
+    if a < 1 || b <= a {
+        return Err(format!("need 1 <= FIRST < END, got {a}:{b}"));
+    }
+    Ok((a, b))
 }
 
 pub fn run_generate(args: GenerateArgs) -> Result<()> {
@@ -194,10 +215,71 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
     let reqs: Vec<GenRequest> =
         (0..args.n).map(|i| GenRequest { prompt: prompt.clone(), problem_id: 0, sample_idx: i as u64 }).collect();
     let pad = lm.cfg.pad_token_id.or(lm.cfg.eos_token_ids.first().copied()).unwrap_or(0);
+    let (first, end) = args.profile_steps;
+    let device = lm.model.device();
+    let sync = || {
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let (mut recording, mut events, mut steps) = (None, None, 0usize);
+    let trace = args.profile_ops.as_ref().map(|p| PathBuf::from(format!("{}.trace.json", p.display())));
     let t0 = std::time::Instant::now();
-    let gens = args.decode.generate(&lm.model, &reqs, &params, args.seed, pad)?;
+    let gens = {
+        let mut hook = |n: Option<usize>| -> rlvr_decomp::model::Result<()> {
+            let Some(trace) = &trace else { return Ok(()) };
+            if n == Some(first) {
+                sync();
+                recording = Some(rlvr_decomp::model::op_profile::start(device.is_cuda())?);
+            }
+            if recording.is_some() && n.is_some_and(|n| n < end) {
+                steps += 1;
+            } else if let Some(r) = recording.take() {
+                sync();
+                events = Some(r.stop(trace)?);
+            }
+            Ok(())
+        };
+        args.decode.generate_with(&lm.model, &reqs, &params, args.seed, pad, &mut hook)?
+    };
     // Generation ends with host copies of the sampled tokens, so the device has finished here.
     let seconds = t0.elapsed().as_secs_f64();
+    if let (Some(prefix), Some(trace)) = (&args.profile_ops, &trace) {
+        let Some(events) = events else {
+            bail!(
+                "no decode step {first} ran (the rows finished first): generate more tokens or profile earlier steps"
+            );
+        };
+        let summary = rlvr_decomp::model::op_profile::summarize(&events, steps);
+        eprintln!(
+            "profiled decode steps {first}..{} ({steps}): {:.2} ms/step in libtorch ops on the host{}",
+            first + steps,
+            summary.host_ms_per_step,
+            if device.is_cuda() {
+                format!(", {:.2} ms/step of CUDA kernels", summary.device_ms_per_step)
+            } else {
+                String::new()
+            }
+        );
+        for r in summary.device_ops.iter().take(8).chain(summary.host_ops.iter().take(8)) {
+            eprintln!(
+                "  {:>6.1}%  {:>8.3} ms  {:>6.1} calls  {}",
+                100.0 * r.share,
+                r.ms_per_step,
+                r.calls_per_step,
+                r.name
+            );
+        }
+        let json = serde_json::json!({
+            "what": "per-op profile of decode steps (libtorch profiler): host self time per aten op, CUDA kernel time",
+            "decode": format!("{:?}", args.decode), "device": args.dev.device, "dtype": args.dev.dtype,
+            "batch": reqs.len(), "prompt_tokens": prompt.len(), "first_step": first, "trace": trace, "summary": summary,
+        });
+        let path = PathBuf::from(format!("{}.json", prefix.display()));
+        rlvr_decomp::durable::write(&path, serde_json::to_string_pretty(&json)?.as_bytes())
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        eprintln!("wrote {} and {}", path.display(), trace.display());
+    }
     let new_tokens: usize = gens.iter().map(|g| g.tokens.len()).sum();
     let samples: Vec<serde_json::Value> = gens
         .iter()

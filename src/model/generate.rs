@@ -76,6 +76,11 @@ pub fn left_pad(rows: &[Vec<i64>], pad_id: i64, device: Device) -> (Tensor, Tens
     )
 }
 
+/// Called by the tch decode loops before decode step n (`Some(n)`, n ≥ 1: the forward pass whose
+/// logits give each row's token n) and once when the loop ends (`None`): where
+/// `generate --profile-ops` starts and stops libtorch's profiler ([`super::op_profile`]).
+pub type StepHook<'a> = dyn FnMut(Option<usize>) -> Result<()> + 'a;
+
 /// Generates for every request in one batch. `base_seed` + (problem_id, sample_idx) seed
 /// each row's RNG (see [`super::sampler`]).
 pub fn generate(
@@ -84,6 +89,18 @@ pub fn generate(
     params: &SamplingParams,
     base_seed: u64,
     pad_id: i64,
+) -> Result<Vec<Generation>> {
+    generate_with(model, reqs, params, base_seed, pad_id, &mut |_| Ok(()))
+}
+
+/// [`generate`], calling `hook` around its decode steps.
+pub fn generate_with(
+    model: &Qwen,
+    reqs: &[GenRequest],
+    params: &SamplingParams,
+    base_seed: u64,
+    pad_id: i64,
+    hook: &mut StepHook,
 ) -> Result<Vec<Generation>> {
     let vocab = model.cfg.vocab_size;
     if reqs.is_empty() {
@@ -159,9 +176,11 @@ pub fn generate(
                 mask = Tensor::cat(&[&mask, &Tensor::ones([b as i64, 1], (Kind::Int64, dev))], 1);
                 // [B, P+1]
             }
+            hook(Some(step + 1))?;
             logits = model.forward(&step_ids, padded.then_some(&mask), Some(&mut cache))?.squeeze_dim(1);
             // [B, V]
         }
+        hook(None)?;
         Ok(out)
     })
 }

@@ -16,6 +16,7 @@
 //!   HF-layout saving.
 //! * [`gguf`]       — GGUF (llama.cpp) files → HF-layout folders (`import-gguf`), dequantizing.
 //! * [`memory`]     — memory plans checked before allocating (parameters, generation).
+//! * [`op_profile`] — libtorch's per-operator profiler around decode steps (`generate --profile-ops`).
 //! * [`bench`]      — forward+backward step timing used by `bench-model`.
 
 pub mod bench;
@@ -27,6 +28,7 @@ pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
 pub mod memory;
+pub mod op_profile;
 pub mod qwen;
 pub mod sampler;
 pub mod static_decode;

@@ -24,7 +24,7 @@
 //! [`super::device_draw`]).
 
 use super::device_draw::{DeviceDraw, Poll};
-use super::generate::{check_rows, top_candidates, unique_prompts, GenRequest, Generation};
+use super::generate::{check_rows, top_candidates, unique_prompts, GenRequest, Generation, StepHook};
 use super::kv_cache::KvCache;
 use super::qwen::Qwen;
 use super::sampler::{row_rng, SamplingParams};
@@ -113,11 +113,25 @@ impl TchDecode {
         base_seed: u64,
         pad_id: i64,
     ) -> Result<Vec<Generation>> {
-        match self {
-            TchDecode::Dynamic => super::generate::generate(model, reqs, params, base_seed, pad_id),
-            TchDecode::Static => generate_static(model, reqs, params, base_seed, pad_id, StepMode::Eager),
-            TchDecode::CudaGraph => generate_static(model, reqs, params, base_seed, pad_id, StepMode::CudaGraph),
-        }
+        self.generate_with(model, reqs, params, base_seed, pad_id, &mut |_| Ok(()))
+    }
+
+    /// [`TchDecode::generate`], calling `hook` around the decode steps.
+    pub fn generate_with(
+        self,
+        model: &Qwen,
+        reqs: &[GenRequest],
+        params: &SamplingParams,
+        base_seed: u64,
+        pad_id: i64,
+        hook: &mut StepHook,
+    ) -> Result<Vec<Generation>> {
+        let mode = match self {
+            TchDecode::Dynamic => return super::generate::generate_with(model, reqs, params, base_seed, pad_id, hook),
+            TchDecode::Static => StepMode::Eager,
+            TchDecode::CudaGraph => StepMode::CudaGraph,
+        };
+        generate_static_with(model, reqs, params, base_seed, pad_id, mode, hook)
     }
 }
 
@@ -139,6 +153,19 @@ pub fn generate_static(
     base_seed: u64,
     pad_id: i64,
     mode: StepMode,
+) -> Result<Vec<Generation>> {
+    generate_static_with(model, reqs, params, base_seed, pad_id, mode, &mut |_| Ok(()))
+}
+
+/// [`generate_static`], calling `hook` around the decode steps.
+pub fn generate_static_with(
+    model: &Qwen,
+    reqs: &[GenRequest],
+    params: &SamplingParams,
+    base_seed: u64,
+    pad_id: i64,
+    mode: StepMode,
+    hook: &mut StepHook,
 ) -> Result<Vec<Generation>> {
     let vocab = model.cfg.vocab_size;
     let dev = model.device();
@@ -218,6 +245,7 @@ pub fn generate_static(
                     Poll::NonFinite { step, row } => return Err(ModelError::NonFiniteLogits { step, row }),
                 }
             }
+            hook(Some(n))?;
             // Step n writes each row's token at position ≤ longest prompt + n − 1.
             let w = window(longest + n as i64, m);
             match mode {
@@ -232,6 +260,7 @@ pub fn generate_static(
                 },
             }
         }
+        hook(None)?;
         if let Poll::NonFinite { step, row } = draw.poll()? {
             return Err(ModelError::NonFiniteLogits { step, row });
         }
