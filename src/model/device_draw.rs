@@ -91,7 +91,7 @@ impl DeviceDraw {
         rngs: &mut [ChaCha8Rng],
         pad_id: i64,
         device: Device,
-    ) -> Result<DeviceDraw> {
+    ) -> DeviceDraw {
         let b = caps.len() as i64;
         let n = caps.iter().copied().max().unwrap_or(0).max(1) as i64;
         let mode = if params.is_greedy() {
@@ -103,11 +103,10 @@ impl DeviceDraw {
         };
         let i64s = |x: &[usize]| Tensor::from_slice(&x.iter().map(|&v| v as i64).collect::<Vec<_>>()).to_device(device);
         let uniforms = (mode != Mode::Greedy).then(|| {
-            let u: Vec<f64> =
-                rngs.iter_mut().flat_map(|r| (0..n).map(|_| r.gen::<f64>()).collect::<Vec<_>>()).collect();
+            let u: Vec<f64> = rngs.iter_mut().flat_map(|r| (0..n).map(move |_| r.gen::<f64>())).collect();
             Tensor::from_slice(&u).view([b, n]).to_device(device)
         });
-        Ok(DeviceDraw {
+        DeviceDraw {
             mode,
             inv_t: if params.is_greedy() { 1.0 } else { 1.0 / params.temperature },
             top_p: params.top_p,
@@ -123,7 +122,7 @@ impl DeviceDraw {
             first_bad: Tensor::full([b], NONE, (Kind::Int64, device)),
             step: Tensor::zeros([1], (Kind::Int64, device)),
             n,
-        })
+        }
     }
 
     /// Draws every unfinished row's next token from this step's scores — full logits `vals`

@@ -93,8 +93,9 @@ pub fn generate(
     generate_with(model, reqs, params, base_seed, pad_id, &mut |_| Ok(()))
 }
 
-/// [`generate`], calling `hook` around its decode steps.
-pub fn generate_with(
+/// [`generate`], calling `hook` around its decode steps (the public way in is
+/// [`super::static_decode::TchDecode::generate_with`]).
+pub(crate) fn generate_with(
     model: &Qwen,
     reqs: &[GenRequest],
     params: &SamplingParams,

@@ -41,11 +41,20 @@ pub struct Recording {
     active: bool,
 }
 
-/// Starts recording host ops (and, with `cuda`, CUDA activity) on the calling thread.
+/// Whether a [`Recording`] is live: libtorch has one profiler per process.
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Starts recording host ops (and, with `cuda`, CUDA activity) on the calling thread. One
+/// recording per process at a time: a second is refused until the first stops.
 pub fn start(cuda: bool) -> Result<Recording> {
+    use std::sync::atomic::Ordering;
+    if RECORDING.swap(true, Ordering::SeqCst) {
+        return Err(ModelError::BadInput("a profiler recording is already running in this process".into()));
+    }
     let mut err = vec![0u8; 512];
     // SAFETY: the shim takes a writable buffer of the given length.
     if unsafe { rlvr_profiler_start(cuda as c_int, err.as_mut_ptr().cast(), err.len()) } != 0 {
+        RECORDING.store(false, Ordering::SeqCst);
         return Err(shim_error("start", &err));
     }
     Ok(Recording { active: true })
@@ -56,6 +65,8 @@ impl Recording {
     /// chrome://tracing) and returns the events.
     pub fn stop(mut self, trace: &Path) -> Result<Vec<OpEvent>> {
         self.active = false;
+        // The shim disables the profiler first thing, whatever happens after.
+        let _release = Release;
         let tmp =
             tempfile::NamedTempFile::new().map_err(|e| ModelError::Torch(format!("profiler events file: {e}")))?;
         let c = |p: &Path| {
@@ -83,10 +94,67 @@ impl Recording {
 impl Drop for Recording {
     fn drop(&mut self) {
         if self.active {
+            let _release = Release;
             let mut err = vec![0u8; 512];
             // SAFETY: empty paths: nothing is written; the profiler is disabled.
             unsafe { rlvr_profiler_stop(c"".as_ptr(), c"/dev/null".as_ptr(), err.as_mut_ptr().cast(), err.len()) };
         }
+    }
+}
+
+/// Marks the process's recording as ended when dropped.
+struct Release;
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        RECORDING.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Profiles decode steps `first..end` of one generation: [`StepWindow::hook`] is the decode loop's
+/// [`super::generate::StepHook`] (recording starts before step `first` and stops before step `end`
+/// or when the loop ends sooner), with the device synchronised at both ends so the window holds
+/// exactly those steps' work.
+pub struct StepWindow {
+    first: usize,
+    end: usize,
+    device: tch::Device,
+    trace: std::path::PathBuf,
+    recording: Option<Recording>,
+    events: Option<Vec<OpEvent>>,
+    steps: usize,
+}
+
+impl StepWindow {
+    /// `1 ≤ first < end`; the Chrome trace goes to `trace`.
+    pub fn new(first: usize, end: usize, device: tch::Device, trace: &Path) -> StepWindow {
+        StepWindow { first, end, device, trace: trace.to_path_buf(), recording: None, events: None, steps: 0 }
+    }
+
+    fn sync(&self) {
+        if let tch::Device::Cuda(i) = self.device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    }
+
+    /// Before decode step n (`Some(n)`) and at the end of the loop (`None`).
+    pub fn hook(&mut self, n: Option<usize>) -> Result<()> {
+        if n == Some(self.first) {
+            self.sync();
+            self.recording = Some(start(self.device.is_cuda())?);
+        }
+        if self.recording.is_some() && n.is_some_and(|n| n < self.end) {
+            self.steps += 1;
+        } else if let Some(r) = self.recording.take() {
+            self.sync();
+            self.events = Some(r.stop(&self.trace)?);
+        }
+        Ok(())
+    }
+
+    /// The profiled steps' summary, or `None` when step `first` never ran.
+    pub fn finish(self) -> Option<OpSummary> {
+        self.events.map(|e| summarize(&e, self.steps))
     }
 }
 
@@ -191,6 +259,9 @@ mod tests {
     use super::*;
     use tch::{Device, Kind, Tensor};
 
+    /// The tests that record take turns: libtorch has one profiler per process.
+    static PROFILER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn ev(name: &str, device: bool, thread: u64, start: u64, dur: u64) -> OpEvent {
         OpEvent { name: name.into(), device, thread, start_ns: start, dur_ns: dur }
     }
@@ -221,9 +292,33 @@ mod tests {
         assert!((shares - 1.0).abs() < 1e-12);
     }
 
+    /// The window records exactly the hooked steps first..end, or up to the loop's end.
+    #[test]
+    fn step_window_counts_the_profiled_steps() {
+        let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let a = Tensor::randn([16, 16], (Kind::Float, Device::Cpu));
+        let run = |last: usize| {
+            let mut w = StepWindow::new(3, 5, Device::Cpu, &dir.path().join("t.json"));
+            for n in 1..=last {
+                w.hook(Some(n)).unwrap();
+                let _ = a.relu();
+            }
+            w.hook(None).unwrap();
+            w.finish()
+        };
+        let relu = |s: &OpSummary| s.host_ops.iter().find(|r| r.name == "aten::relu").unwrap().calls_per_step;
+        let s = run(10).unwrap();
+        assert_eq!((s.steps, relu(&s)), (2, 1.0)); // steps 3 and 4
+        let s = run(3).unwrap();
+        assert_eq!((s.steps, relu(&s)), (1, 1.0)); // the loop ended after step 3
+        assert!(run(2).is_none(), "step 3 never ran");
+    }
+
     /// The shim records real libtorch ops on this machine and writes a Chrome trace.
     #[test]
     fn records_libtorch_ops() {
+        let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let a = Tensor::randn([64, 64], (Kind::Float, Device::Cpu));
         let rec = start(false).unwrap();
@@ -239,8 +334,11 @@ mod tests {
         let trace: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("trace.json")).unwrap()).unwrap();
         assert!(trace["traceEvents"].as_array().is_some_and(|e| !e.is_empty()));
-        // Dropped without stop: the profiler is switched off (a new recording can start).
-        drop(start(false).unwrap());
+        // One recording at a time; dropped without stop, the profiler is switched off (a new
+        // recording can start).
+        let first = start(false).unwrap();
+        assert!(start(false).err().unwrap().to_string().contains("already running"));
+        drop(first);
         start(false).unwrap().stop(&dir.path().join("again.json")).unwrap();
     }
 }

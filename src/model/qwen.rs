@@ -204,16 +204,13 @@ impl Attention {
         let n_rep = h / k;
         let use_gqa = n_rep > 1 && x.device().is_cuda() && !matches!(mask, AttnMask::Explicit(_));
         if t == 1 && n_rep > 1 && !use_gqa {
-            // One decode token: the n_rep query heads sharing a K/V head are one attention's queries
-            // over that head's cache (as in `forward_slots`), so the cache is not repeated per head
-            // (the profile showed that copy at 13% of a CPU decode step).
+            // One decode token: grouped, so the cache is not repeated per head (the profile showed
+            // that copy at 13% of a CPU decode step).
             let m = match mask {
-                AttnMask::Explicit(m) => Some(m.shallow_clone()), // [B, 1, 1, S]
+                AttnMask::Explicit(m) => Some(m), // [B, 1, 1, S]
                 AttnMask::None | AttnMask::Causal => None,
             };
-            let q = q.reshape([b, k, n_rep, d]);
-            let attn = Tensor::scaled_dot_product_attention(&q, &keys, &values, m, 0.0, false, self.scale, false);
-            return self.o_proj.forward(&attn.reshape([b, 1, h * d]));
+            return self.decode_attention(&q, &keys, &values, m);
         }
         let (keys, values) =
             if n_rep == 1 || use_gqa { (keys, values) } else { (repeat_kv(&keys, n_rep), repeat_kv(&values, n_rep)) };
@@ -271,11 +268,8 @@ impl Attention {
     /// One decode token per row over a slot cache (`crate::model::static_decode`), with static
     /// shapes: x [B, 1, C]; the new key/value go to position `at` of each row ([B, K, 1, D]
     /// int64 indices) of `slots` ([B, K, M, D] each, written in place), and attention covers the
-    /// M positions under `mask` [B, 1, 1, M] (true = attend). Returns [B, 1, C].
-    ///
-    /// The n_rep query heads that share a key/value head attend as one group — the group is the
-    /// query axis of one attention over that head's cache ([B, K, n_rep, D] against [B, K, M, D])
-    /// — so the cache is read once, never repeated per query head.
+    /// M positions under `mask` [B, 1, 1, M] (true = attend), query heads grouped
+    /// ([`Attention::decode_attention`]). Returns [B, 1, C].
     pub fn forward_slots(
         &self,
         x: &Tensor,
@@ -285,15 +279,22 @@ impl Attention {
         slots: (&Tensor, &Tensor),
         at: &Tensor,
     ) -> Tensor {
-        let b = x.size()[0];
-        let (h, k, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let (q, kx, v) = self.project(x, cos, sin); // q [B, H, 1, D]
         let _ = slots.0.shallow_clone().scatter_(2, at, &kx);
         let _ = slots.1.shallow_clone().scatter_(2, at, &v);
-        let q = q.reshape([b, k, h / k, d]); // [B, K, n_rep, D]: head k·n_rep + r is query r of group k
-        let attn =
-            Tensor::scaled_dot_product_attention(&q, slots.0, slots.1, Some(mask), 0.0, false, self.scale, false);
-        self.o_proj.forward(&attn.reshape([b, 1, h * d])) // [B, K, n_rep, D] → [B, 1, C]
+        self.decode_attention(&q, slots.0, slots.1, Some(mask))
+    }
+
+    /// Attention of one decode token per row, q [B, H, 1, D], over keys/values [B, K, S, D] under
+    /// `mask` [B, 1, 1, S], through `o_proj` → [B, 1, C]. The n_rep query heads that share a K/V head
+    /// are the query axis of one attention over that head's cache ([B, K, n_rep, D]; head k·n_rep + r
+    /// is query r of group k), so the cache is read once, never repeated per query head.
+    fn decode_attention(&self, q: &Tensor, keys: &Tensor, values: &Tensor, mask: Option<&Tensor>) -> Tensor {
+        let b = q.size()[0];
+        let (h, k, d) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = q.reshape([b, k, h / k, d]);
+        let attn = Tensor::scaled_dot_product_attention(&q, keys, values, mask, 0.0, false, self.scale, false);
+        self.o_proj.forward(&attn.reshape([b, 1, h * d]))
     }
 }
 

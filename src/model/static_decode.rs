@@ -97,9 +97,9 @@ pub enum TchDecode {
     /// [`crate::model::generate`]: the attention window grows a position a step.
     #[default]
     Dynamic,
-    /// [`generate_static`], every step launched eagerly.
+    /// The fixed-shape step (this module), every step launched eagerly.
     Static,
-    /// [`generate_static`], the step captured once as a CUDA graph (CUDA, `--features cuda`).
+    /// The fixed-shape step captured as CUDA graphs, one per window (CUDA, `--features cuda`).
     CudaGraph,
 }
 
@@ -131,34 +131,23 @@ impl TchDecode {
             TchDecode::Static => StepMode::Eager,
             TchDecode::CudaGraph => StepMode::CudaGraph,
         };
-        generate_static_with(model, reqs, params, base_seed, pad_id, mode, hook)
+        generate_static(model, reqs, params, base_seed, pad_id, mode, hook)
     }
 }
 
 /// How the step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepMode {
+enum StepMode {
     /// Every step launches its kernels (any device).
     Eager,
     /// CUDA: the step is captured once as a CUDA graph and replayed (`--features cuda`).
     CudaGraph,
 }
 
-/// Batched generation with the static-shape step (see the module docs); same contract and same
-/// tokens as [`crate::model::generate`].
-pub fn generate_static(
-    model: &Qwen,
-    reqs: &[GenRequest],
-    params: &SamplingParams,
-    base_seed: u64,
-    pad_id: i64,
-    mode: StepMode,
-) -> Result<Vec<Generation>> {
-    generate_static_with(model, reqs, params, base_seed, pad_id, mode, &mut |_| Ok(()))
-}
-
-/// [`generate_static`], calling `hook` around the decode steps.
-pub fn generate_static_with(
+/// Batched generation with the static-shape step (see the module docs), calling `hook` around the
+/// decode steps; same contract and same tokens as [`crate::model::generate`]. Reached through
+/// [`TchDecode`].
+fn generate_static(
     model: &Qwen,
     reqs: &[GenRequest],
     params: &SamplingParams,
@@ -224,7 +213,7 @@ pub fn generate_static_with(
             top,
         };
         let prompt_lens: Vec<usize> = prompts.iter().map(Vec::len).collect();
-        let draw = DeviceDraw::new(params, top.map(|k| k as usize), &caps, &prompt_lens, &mut rngs, pad_id, dev)?;
+        let draw = DeviceDraw::new(params, top.map(|k| k as usize), &caps, &prompt_lens, &mut rngs, pad_id, dev);
         let draw_step = || draw.draw(&step.vals, top.map(|_| (&step.top_ids, &step.sums)));
         // The prefill's last logits go through the same output tensors and the same draw.
         step.write_outputs(&first);
